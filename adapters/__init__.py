@@ -1,0 +1,1 @@
+"""Delivery adapters: one module per external system, behind ``adapters.base``."""

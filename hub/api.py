@@ -1,0 +1,250 @@
+"""The HTTP API (aiohttp): the hub's front door and its operators' window.
+
+Built by ``create_app(settings)``; the hub's parts are opened in a
+``cleanup_ctx`` generator and kept under ``HUB``.  Every error leaves through
+one middleware that turns ``hub.errors`` into the contract's shape
+``{"error": {"code", "message", "details"}}`` — the only place HTTP status
+codes are chosen.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from hub import cleanup
+from hub.auth import Identity
+from hub.config import Settings
+from hub.context import HubContext, open_hub
+from hub.errors import (AuthError, ConflictError, HubError, NotFoundError, TooLargeError,
+                        ValidationError)
+
+log = logging.getLogger("hub.api")
+
+HUB = web.AppKey("hub", HubContext)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_XML_TYPES = {"application/xml", "text/xml", "application/edxml+xml", "application/octet-stream", ""}
+
+
+def json_response(data: Any, status: int = 200, **kwargs: Any) -> web.Response:
+    return web.Response(text=json.dumps(data, ensure_ascii=False, default=str), status=status,
+                        content_type="application/json", **kwargs)
+
+
+def error_response(exc: HubError) -> web.Response:
+    headers = {}
+    if exc.http_status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="lienthong-hub"'
+    retry_after = exc.details.get("retry_after") if exc.details else None
+    if retry_after is not None:
+        headers["Retry-After"] = str(int(retry_after))
+    return json_response(exc.to_dict(), status=exc.http_status, headers=headers)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except HubError as exc:
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "envelope_too_large"}
+        err = HubError(exc.reason, code=codes.get(exc.status, f"http_{exc.status}"),
+                       http_status=exc.status)
+        return error_response(err)
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.path)
+        return error_response(HubError("internal error; see the hub's log", code="internal_error"))
+
+
+def hub_of(request: web.Request) -> HubContext:
+    return request.app[HUB]
+
+
+def identity(request: web.Request, *roles: str) -> Identity:
+    """The caller, who must hold one of ``roles`` (admin always may)."""
+    ident = hub_of(request).tokens.from_header(request.headers.get("Authorization"))
+    if roles:
+        ident.require(*roles)
+    return ident
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The body, refused (413) before it is read whole when it is too large."""
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLargeError(f"body of {request.content_length} bytes exceeds max_envelope_size "
+                            f"({limit})", details={"limit": limit})
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            raise TooLargeError(f"body exceeds max_envelope_size ({limit})", details={"limit": limit})
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# -- envelopes ---------------------------------------------------------------
+
+async def post_envelope(request: web.Request) -> web.Response:
+    hub = hub_of(request)
+    ident = identity(request, "agency")
+    ctype = request.content_type.lower()
+    if ctype not in _XML_TYPES:
+        raise ValidationError(f"Content-Type must be application/xml, not {ctype}",
+                              code="unsupported_media_type", http_status=415)
+    raw = await read_body(request, hub.settings.max_envelope_size)
+    if not raw:
+        raise ValidationError("empty body: send an edXML envelope", code="empty_body")
+    result = await cleanup.accept(hub, raw, ident, origin="http")
+    status = 202 if result.created else 200
+    return json_response(result.to_dict(), status=status,
+                         headers={"Location": f"/v1/envelopes/{result.id}"})
+
+
+async def get_envelope(request: web.Request) -> web.Response:
+    hub = hub_of(request)
+    ident = identity(request)
+    message_id = request.match_info["id"]
+    env = await hub.spool.envelope(message_id)
+    if env is None:
+        raise NotFoundError(f"no envelope {message_id}")
+    deliveries = await hub.spool.deliveries(message_id)
+    recipients = {d["recipient"] for d in deliveries}
+    if not ident.may_see(env["sender"], *recipients):
+        raise AuthError(f"envelope {message_id} is not yours", code="forbidden", http_status=403)
+    if ident.role == "agency" and ident.organ != env["sender"]:
+        deliveries = [d for d in deliveries if d["recipient"] == ident.organ]
+    statuses = await hub.spool.statuses(message_id)
+    if ident.role == "agency" and ident.organ != env["sender"]:
+        statuses = [s for s in statuses if s["organ"] == ident.organ]
+    return json_response(envelope_view(env, deliveries, statuses))
+
+
+def envelope_view(env: dict[str, Any], deliveries: list[dict[str, Any]],
+                  statuses: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": env["id"], "kind": env["kind"], "sender": env["sender"],
+        "document_id": env["document_id"], "subject": env["subject"], "code": env["code"],
+        "status_code": env["status_code"], "response_for": env["response_for"],
+        "sha256": env["sha256"], "size": env["size"], "signature": env["signature"],
+        "origin": env["origin"], "received_at": iso(env["received_at"]),
+        "deliveries": [{
+            "recipient": d["recipient"], "route": d["route"], "state": d["state"],
+            "attempts": d["attempts"], "last_error": d["last_error"],
+            "next_attempt_at": iso(d["next_attempt_at"]) if d["state"] == "deferred" else None,
+            "expires_at": iso(d["expires_at"]), "updated_at": iso(d["updated_at"]),
+            "fetched_at": iso(d["fetched_at"]),
+            "business_status": d["business_status"],
+            "business_status_at": iso(d["business_status_at"]),
+        } for d in deliveries],
+        "statuses": [{**s, "received_at": iso(s["received_at"])} for s in statuses],
+    }
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    from datetime import datetime, timezone
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# -- the mailbox (pull mode) --------------------------------------------------------
+
+async def get_inbox(request: web.Request) -> web.Response:
+    hub = hub_of(request)
+    ident = identity(request, "agency")
+    try:
+        limit = min(max(int(request.query.get("limit", "100")), 1), 1000)
+    except ValueError:
+        raise ValidationError("limit must be a number", code="bad_parameter") from None
+    items = await hub.spool.inbox(ident.organ, after=request.query.get("after"), limit=limit)
+    out = [{"id": i["id"], "kind": i["kind"], "sender": i["sender"],
+            "document_id": i["document_id"], "subject": i["subject"], "code": i["code"],
+            "status_code": i["status_code"], "size": i["size"], "sha256": i["sha256"],
+            "received_at": iso(i["received_at"]), "fetched": i["fetched_at"] is not None,
+            "url": f"/v1/inbox/{i['id']}"} for i in items]
+    body: dict[str, Any] = {"organ": ident.organ, "items": out}
+    if len(out) == limit:
+        body["next"] = f"/v1/inbox?after={out[-1]['id']}&limit={limit}"
+    return json_response(body)
+
+
+async def get_inbox_item(request: web.Request) -> web.Response:
+    hub = hub_of(request)
+    ident = identity(request, "agency")
+    message_id = request.match_info["id"]
+    item = await hub.spool.inbox_item(ident.organ, message_id)
+    if item is None:
+        raise NotFoundError(f"message {message_id} is not in the inbox of {ident.organ}")
+    raw = await hub.spool.payload(item["sha256"])
+    await hub.spool.mark_fetched(item["id"])
+    return web.Response(body=raw, content_type="application/xml", charset="utf-8", headers={
+        "X-Lienthong-Message-Id": message_id, "X-Lienthong-Sender": item["sender"],
+        "X-Lienthong-Kind": item["kind"], "X-Lienthong-State": item["state"],
+        "ETag": f'"{item["sha256"]}"'})
+
+
+async def ack_inbox_item(request: web.Request) -> web.Response:
+    hub = hub_of(request)
+    ident = identity(request, "agency")
+    message_id = request.match_info["id"]
+    state = await hub.spool.ack(ident.organ, message_id)
+    return json_response({"id": message_id, "recipient": ident.organ, "state": state})
+
+
+# -- health -----------------------------------------------------------------------
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    hub = hub_of(request)
+    problems = []
+    try:
+        await hub.spool.ping()
+    except Exception as exc:  # not ready is an answer, not an error
+        problems.append(f"spool: {exc}")
+    pressure = getattr(hub, "pressure", None)
+    if pressure is not None and pressure.reason:
+        problems.append(pressure.reason)
+    if problems:
+        return json_response({"status": "unavailable", "problems": problems}, status=503)
+    return json_response({"status": "ready", "hub": hub.hub_id, "spool": hub.spool.backend})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    spec = (Path(__file__).parent / "openapi.json").read_text(encoding="utf-8")
+    return web.Response(text=spec, content_type="application/json")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/envelopes", post_envelope)
+    app.router.add_get("/v1/envelopes/{id}", get_envelope)
+    app.router.add_get("/v1/inbox", get_inbox)
+    app.router.add_get("/v1/inbox/{id}", get_inbox_item)
+    app.router.add_post("/v1/inbox/{id}/ack", ack_inbox_item)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/v1/openapi.json", openapi)
+
+
+def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) -> web.Application:
+    """The aiohttp application for ``settings``; the hub opens with the app."""
+    app = web.Application(middlewares=[errors_middleware],
+                          client_max_size=settings.max_envelope_size + 1)
+
+    async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with open_hub(settings, clock=clock) as hub:
+            app[HUB] = hub
+            yield
+
+    app.cleanup_ctx.append(hub_ctx)
+    add_routes(app)
+    return app

@@ -1,0 +1,111 @@
+"""Who is calling: bearer tokens per organisation and role.
+
+A token is ``lt1.<payload>.<mac>``: the payload (base64url JSON: organ, role,
+issued, expires) is authenticated with HMAC-SHA256 under the hub's token
+secret (``data_dir/secrets/token.key``, created on first use, mode 0600).
+Tokens are verified without a database read; changing the secret revokes
+them all.  The organ must be in the directory.
+
+Roles: ``agency`` (its own documents, inbox and receipts only),
+``operator`` (queue and live tail), ``auditor`` (read-only: receipts, audit),
+``admin`` (everything).
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+
+from hub.errors import AuthError, ForbiddenError
+
+ROLES = ("agency", "operator", "auditor", "admin")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Identity:
+    organ: str
+    role: str
+
+    def require(self, *roles: str) -> None:
+        if self.role != "admin" and self.role not in roles:
+            raise ForbiddenError(f"the {self.role} role may not do this (needs {' or '.join(roles)})")
+
+    def may_see(self, *organs: str | None) -> bool:
+        return self.role != "agency" or self.organ in organs
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def load_secret(data_dir: Path) -> bytes:
+    """The token secret, created on first use."""
+    path = data_dir / "secrets" / "token.key"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, secrets.token_bytes(32))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # first writer wins if two processes race
+    except FileExistsError:
+        pass
+    os.unlink(tmp)
+    return path.read_bytes()
+
+
+class TokenAuthority:
+    def __init__(self, secret: bytes, known_organ=None) -> None:  # type: ignore[no-untyped-def]
+        self._secret = secret
+        self._known = known_organ or (lambda organ: True)
+
+    def _mac(self, payload: str) -> str:
+        return _b64(hmac.new(self._secret, payload.encode("ascii"), hashlib.sha256).digest())
+
+    def issue(self, organ: str, role: str = "agency", lifetime: float = 365 * 86400,
+              now: float | None = None) -> str:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        issued = int(time.time() if now is None else now)
+        payload = _b64(json.dumps({"o": organ, "r": role, "iat": issued,
+                                   "exp": issued + int(lifetime)}, separators=(",", ":")).encode())
+        return f"lt1.{payload}.{self._mac(payload)}"
+
+    def verify(self, token: str, now: float | None = None) -> Identity:
+        try:
+            version, payload, mac = token.split(".")
+        except ValueError:
+            raise AuthError("malformed token", code="bad_token") from None
+        if version != "lt1" or not hmac.compare_digest(mac, self._mac(payload)):
+            raise AuthError("invalid token", code="bad_token")
+        claims = json.loads(_unb64(payload))
+        if claims["exp"] < (time.time() if now is None else now):
+            raise AuthError("token expired", code="token_expired")
+        if claims["r"] not in ROLES or not self._known(claims["o"]):
+            raise AuthError(f"token names unknown organisation {claims['o']}", code="bad_token")
+        return Identity(claims["o"], claims["r"])
+
+    def from_header(self, header: str | None) -> Identity:
+        if not header:
+            raise AuthError("missing Authorization: Bearer token", code="no_credentials")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError("Authorization must be 'Bearer <token>'", code="no_credentials")
+        return self.verify(token.strip())

@@ -1,0 +1,195 @@
+"""Configuration: every key declared once, with its default and its meaning.
+
+Like Postfix's ``main.cf`` parameters, each key is flat snake_case, durations
+carry units (``"4000s"``, ``"5d"``) and sizes carry units (``"64KiB"``).
+``conf/hub.toml`` repeats every key with its comment; a test keeps the two in
+step.  ``lienthong conf`` prints the effective configuration.
+
+Adapter instances live in ``[adapters.<name>]`` tables: ``class`` names a
+registered adapter (entry point group ``lienthong.adapters``) and the other
+keys are passed to it.  The instance name is the route name used in the
+directory (``provincial``, ``peer.yenbinh``, …).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Callable
+
+from hub.errors import ConfigError
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2,
+               "gb": 1000**3, "gib": 1024**3}
+
+
+def parse_duration(value: str | int | float) -> float:
+    """``"4000s"``, ``"2ms"``, ``"5d"`` → seconds.  Bare numbers are seconds."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*", str(value))
+    if not m:
+        raise ConfigError(f"bad duration {value!r}: use a number and a unit (ms, s, m, h, d, w)")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def parse_size(value: str | int) -> int:
+    """``"64KiB"``, ``"128MB"`` → bytes.  Bare numbers are bytes."""
+    if isinstance(value, int):
+        return value
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
+    if not m or m.group(2).lower() not in _SIZE_UNITS:
+        raise ConfigError(f"bad size {value!r}: use a number and a unit (B, KiB, MiB, GiB, KB, MB, GB)")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in allowed:
+            raise ConfigError(f"must be one of {', '.join(allowed)}, not {value!r}")
+        return str(value)
+    return check
+
+
+def _listen(value: Any) -> str:
+    host, sep, port = str(value).rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"listen must be HOST:PORT, not {value!r}")
+    return str(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any
+    convert: Callable[[Any], Any]
+    doc: str
+
+
+PARAMS: tuple[Param, ...] = (
+    Param("listen", "127.0.0.1:8780", _listen, "HOST:PORT the HTTP API listens on."),
+    Param("data_dir", "var", str, "Runtime data: spool database, payload files, generated keys. "
+          "Relative paths are relative to the working directory."),
+    Param("directory", "", str, "Directory of organisations (TOML). Empty: the bundled conf/directory.toml."),
+    Param("organ_id_policy", "lenient", _choice("strict", "lenient"),
+          "strict: every OrganId must be AAA.BB.CC.DDD (13 characters); lenient: also accept the "
+          "shorter dotted ids real producers send (e.g. 28.22.H17)."),
+    Param("upstream_route", "provincial", str,
+          "Route for well-formed OrganIds that are not in the directory (the provincial platform)."),
+    Param("max_envelope_size", "128MiB", parse_size,
+          "Largest envelope accepted; a larger body is refused (413) before it is read whole."),
+    Param("max_xml_depth", 64, int, "Deepest element nesting accepted in an envelope."),
+    Param("inline_payload_limit", "64KiB", parse_size,
+          "Payloads up to this size are stored inside the database; larger ones as files "
+          "(fsync + atomic rename) under data_dir/payloads."),
+    Param("commit_max_wait", "2ms", parse_duration,
+          "Group commit: how long the spool writer waits for more concurrent accepts before one "
+          "durable commit."),
+    Param("commit_max_batch", 256, int, "Group commit: most operations in one transaction."),
+    Param("cpu_workers", 0, int,
+          "Processes for CPU-bound cleanup (parse, validate, verify). 0: run in a thread next to the "
+          "event loop."),
+    Param("default_signature_policy", "verify_if_present",
+          _choice("required", "verify_if_present", "record_only"),
+          "Sender-signature policy for organisations whose directory entry sets none."),
+    Param("token_lifetime", "365d", parse_duration, "Lifetime of tokens issued by `lienthong token`."),
+    Param("minimal_backoff", "60s", parse_duration, "Shortest wait before retrying a deferred delivery."),
+    Param("maximal_backoff", "4000s", parse_duration, "Longest wait between two delivery attempts."),
+    Param("maximal_lifetime", "5d", parse_duration,
+          "A delivery not done after this long fails and its sender gets a failure status."),
+    Param("queue_run_delay", "30s", parse_duration, "How often the queue manager sweeps for due deliveries."),
+    Param("crash_limit", 3, int, "A delivery active during this many crashes is moved to corrupt."),
+    Param("destination_concurrency", 8, int, "Most deliveries in flight to one route at once."),
+    Param("global_concurrency", 64, int, "Most deliveries in flight in total."),
+    Param("delivered_retention", "30d", parse_duration,
+          "Payloads of documents whose deliveries are all final are deleted after this long "
+          "(metadata, receipts and the audit log are kept)."),
+    Param("spool_quota", "20GiB", parse_size,
+          "Above this much payload in the spool, new envelopes get 503 with Retry-After."),
+    Param("min_free_space", "512MiB", parse_size,
+          "Below this much free disk under data_dir, new envelopes get 503 with Retry-After."),
+    Param("log_level", "info", _choice("debug", "info", "warning", "error"), "Logging threshold."),
+)
+_BY_NAME = {p.name: p for p in PARAMS}
+
+
+class Settings:
+    """The effective configuration: defaults, overridden by a file, then by flags."""
+
+    def __init__(self, values: dict[str, Any], adapters: dict[str, dict[str, Any]],
+                 source: Path | None) -> None:
+        self._values = values
+        self.adapters = adapters
+        self.source = source
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self._values["data_dir"])
+
+    @property
+    def listen_host(self) -> str:
+        return self._values["listen"].rpartition(":")[0]
+
+    @property
+    def listen_port(self) -> int:
+        return int(self._values["listen"].rpartition(":")[2])
+
+    def raw(self) -> dict[str, Any]:
+        """The values as written (before unit conversion), for `lienthong conf`."""
+        return dict(self._raw)
+
+    def replace(self, **overrides: Any) -> "Settings":
+        raw = {**self._raw, **overrides}
+        return build_settings(raw, self.adapters, self.source)
+
+    _raw: dict[str, Any]
+
+
+def build_settings(raw: dict[str, Any], adapters: dict[str, dict[str, Any]] | None = None,
+                   source: Path | None = None) -> Settings:
+    unknown = sorted(set(raw) - set(_BY_NAME))
+    if unknown:
+        raise ConfigError(f"unknown configuration key(s): {', '.join(unknown)}",
+                          details={"keys": unknown})
+    merged = {p.name: raw.get(p.name, p.default) for p in PARAMS}
+    values: dict[str, Any] = {}
+    for name, value in merged.items():
+        try:
+            values[name] = _BY_NAME[name].convert(value)
+        except (ConfigError, ValueError, TypeError) as exc:
+            msg = exc.message if isinstance(exc, ConfigError) else str(exc)
+            raise ConfigError(f"{name}: {msg}", details={"key": name}) from None
+    if values["minimal_backoff"] > values["maximal_backoff"]:
+        raise ConfigError("minimal_backoff must not exceed maximal_backoff")
+    settings = Settings(values, dict(adapters or {}), source)
+    settings._raw = merged
+    return settings
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read ``path`` (if given) and apply non-None ``overrides`` (command-line flags)."""
+    raw: dict[str, Any] = {}
+    adapters: dict[str, dict[str, Any]] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as fh:
+                doc = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        adapters = doc.pop("adapters", {}) or {}
+        for name, table in adapters.items():
+            if not isinstance(table, dict) or "class" not in table:
+                raise ConfigError(f"{path}: [adapters.{name}] needs a 'class' key")
+        raw.update(doc)
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    return build_settings(raw, adapters, path)

@@ -1,0 +1,65 @@
+"""The running hub's parts, opened together and closed together.
+
+``open_hub(settings)`` gives a ``HubContext``: configuration, directory,
+spool, token authority and clock.  The HTTP server (``hub.api``) and the
+command line both use it, so a command such as ``lienthong queue list`` sees
+exactly what the server sees.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+from hub.auth import TokenAuthority, load_secret
+from hub.clock import Clock
+from hub.config import Settings
+from hub.directory import Directory, default_directory_path
+from spool import SqliteSpool, open_spool
+
+log = logging.getLogger("hub")
+
+
+def load_directory(settings: Settings) -> Directory:
+    path = Path(settings.directory) if settings.directory else Path(str(default_directory_path()))
+    return Directory.load(path, upstream_route=settings.upstream_route)
+
+
+class HubContext:
+    def __init__(self, settings: Settings, directory: Directory, spool: SqliteSpool,
+                 tokens: TokenAuthority, clock: Callable[[], float]) -> None:
+        self.settings = settings
+        self.directory = directory
+        self.spool = spool
+        self.tokens = tokens
+        self.clock = clock
+        self.counters: dict[str, Any] = {}
+
+    @property
+    def hub_id(self) -> str:
+        return self.directory.hub.id
+
+    async def run_cpu(self, fn: Callable[..., Any], *args: Any, big: bool = False) -> Any:
+        """Run CPU-bound cleanup work; large inputs go to a thread to keep the loop live."""
+        if big:
+            return await asyncio.to_thread(fn, *args)
+        return fn(*args)
+
+
+@contextlib.asynccontextmanager
+async def open_hub(settings: Settings, *, clock: Callable[[], float] | None = None,
+                   directory: Directory | None = None) -> AsyncIterator[HubContext]:
+    clock = clock or Clock()
+    directory = directory or load_directory(settings)
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    tokens = TokenAuthority(load_secret(settings.data_path),
+                            known_organ=lambda organ: organ in directory)
+    spool = open_spool(settings, clock)
+    await spool.open()
+    hub = HubContext(settings, directory, spool, tokens, clock)
+    try:
+        yield hub
+    finally:
+        await spool.close()

@@ -1,0 +1,21 @@
+"""Message ids: 26-character, time-ordered, random (ULID layout, Crockford base32).
+
+Ids sort by acceptance time, which keeps the spool's primary-key index
+append-mostly and makes ``lienthong queue list`` read in arrival order.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_message_id(now: float | None = None) -> str:
+    ms = int((time.time() if now is None else now) * 1000) & ((1 << 48) - 1)
+    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))

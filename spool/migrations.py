@@ -1,0 +1,111 @@
+"""Versioned schema of the SQLite spool.
+
+``PRAGMA user_version`` holds the version; each entry of ``MIGRATIONS`` moves
+the database from version *i* to *i + 1* inside one transaction.  Never edit a
+released migration: append a new one.
+"""
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: payloads, envelopes, deliveries, business statuses, the event log.
+    """
+    CREATE TABLE payloads (
+        sha256      TEXT PRIMARY KEY,
+        size        INTEGER NOT NULL,
+        data        BLOB,                 -- inline when small
+        path        TEXT,                 -- relative to data_dir/payloads otherwise
+        created_at  REAL NOT NULL
+    );
+    CREATE TABLE envelopes (
+        id           TEXT PRIMARY KEY,    -- message id
+        kind         TEXT NOT NULL,       -- edoc | status
+        sender       TEXT NOT NULL,
+        dedup_key    TEXT NOT NULL,       -- DocumentId (edoc) or sha256 (status)
+        document_id  TEXT,
+        sha256       TEXT NOT NULL,
+        size         INTEGER NOT NULL,
+        subject      TEXT,
+        code         TEXT,
+        status_code  TEXT,
+        response_for TEXT,                -- original envelope id, for a status
+        signature    TEXT NOT NULL,       -- JSON: result, detail, signer
+        origin       TEXT NOT NULL,       -- ingress: http, hub, adapter name
+        received_at  REAL NOT NULL,
+        UNIQUE (sender, dedup_key)
+    );
+    CREATE INDEX envelopes_response_for ON envelopes(response_for);
+    CREATE INDEX envelopes_sha256 ON envelopes(sha256);
+    CREATE TABLE deliveries (
+        id               INTEGER PRIMARY KEY,
+        envelope_id      TEXT NOT NULL REFERENCES envelopes(id),
+        recipient        TEXT NOT NULL,
+        route            TEXT NOT NULL,
+        state            TEXT NOT NULL,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        crashes          INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at  REAL NOT NULL,
+        expires_at       REAL NOT NULL,
+        created_at       REAL NOT NULL,
+        updated_at       REAL NOT NULL,
+        last_error       TEXT,
+        fetched_at       REAL,
+        business_status  TEXT,
+        business_status_at REAL,
+        UNIQUE (envelope_id, recipient)
+    );
+    CREATE INDEX deliveries_due ON deliveries(state, next_attempt_at);
+    CREATE INDEX deliveries_inbox ON deliveries(recipient, state, id);
+    CREATE INDEX deliveries_route ON deliveries(route, state);
+    CREATE TABLE statuses (
+        id                 INTEGER PRIMARY KEY,
+        envelope_id        TEXT NOT NULL,  -- the original document
+        organ              TEXT NOT NULL,  -- who sent the status
+        status_code        TEXT NOT NULL,
+        description        TEXT,
+        timestamp          TEXT,
+        status_envelope_id TEXT NOT NULL,
+        received_at        REAL NOT NULL
+    );
+    CREATE INDEX statuses_envelope ON statuses(envelope_id);
+    CREATE TABLE events (
+        id          INTEGER PRIMARY KEY,   -- dense, assigned by the single writer
+        at          REAL NOT NULL,
+        kind        TEXT NOT NULL,
+        message_id  TEXT,
+        delivery_id INTEGER,
+        organ       TEXT,
+        state       TEXT,
+        detail      TEXT NOT NULL,         -- JSON
+        prev_hash   TEXT NOT NULL,
+        hash        TEXT NOT NULL
+    );
+    CREATE INDEX events_message ON events(message_id);
+    """,
+)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring ``conn``'s database to the newest version; return that version."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise RuntimeError(f"spool schema version {version} is newer than this hub "
+                           f"({len(MIGRATIONS)}); upgrade the hub")
+    for number in range(version, len(MIGRATIONS)):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(MIGRATIONS[number]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(MIGRATIONS)
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() would COMMIT first; split on ';' instead (no ';' inside our DDL).
+    lines = [line.split("--", 1)[0] for line in script.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

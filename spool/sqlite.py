@@ -1,0 +1,504 @@
+"""The SQLite spool backend: the embedded default (aiosqlite, WAL).
+
+Where it sits: cleanup hands it accepted envelopes (``store``); the queue
+manager and the API change delivery states through it (``transition``,
+``ack``); everything else reads.  It holds the whole truth of the hub.
+
+Strategy
+    * One writer connection, one reader connection.  WAL lets readers run
+      beside the writer; ``synchronous=FULL`` makes every COMMIT durable.
+    * Group commit: every write is a small synchronous function queued to the
+      writer task.  The writer takes everything waiting (up to
+      ``commit_max_batch``; it waits at most ``commit_max_wait`` for accepts
+      announced as on their way), runs the whole batch in the database thread
+      in ONE transaction, each operation inside its own SAVEPOINT (one bad
+      operation fails alone), and COMMITs once: one fsync for many documents.
+      Only then are the callers' futures resolved, so nothing is acknowledged
+      before it is durable.
+    * Every change appends to ``events`` in the same transaction: a dense,
+      hash-chained log (each row carries the hash of the one before).  The
+      live tail, the audit log and receipts are all read from it.
+
+Diagnostics
+    ``SpoolError`` when the database cannot be written (the caller answers
+    503 and the sender retries); ``ConflictError`` for a DocumentId re-used
+    with other content.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterator, Sequence
+
+import aiosqlite
+
+from hub.errors import ConflictError, HubError, NotFoundError, SpoolError
+from spool.migrations import migrate
+from spool.payloads import PayloadStore
+from spool.records import Event, NewEnvelope, StoreResult
+from spool.states import State
+
+log = logging.getLogger("hub.spool")
+
+GENESIS_HASH = "0" * 64
+_EVENT_COLUMNS = "id, at, kind, message_id, delivery_id, organ, state, detail, prev_hash, hash"
+
+
+def event_hash(prev_hash: str, ev_id: int, at: float, kind: str, message_id: str | None,
+               delivery_id: int | None, organ: str | None, state: str | None,
+               detail_json: str) -> str:
+    """The chain link: SHA-256 over the previous hash and this row's fields."""
+    material = json.dumps([prev_hash, ev_id, repr(at), kind, message_id, delivery_id, organ,
+                           state, detail_json], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+class Tx:
+    """What a write operation sees: the connection, the batch's clock, the event log."""
+
+    __slots__ = ("conn", "now", "events", "_spool")
+
+    def __init__(self, conn: sqlite3.Connection, now: float, spool: "SqliteSpool") -> None:
+        self.conn = conn
+        self.now = now
+        self.events: list[Event] = []
+        self._spool = spool
+
+    def event(self, kind: str, *, message_id: str | None = None, delivery_id: int | None = None,
+              organ: str | None = None, state: str | None = None, **detail: Any) -> Event:
+        sp = self._spool
+        ev_id = sp._last_event_id + 1
+        detail_json = json.dumps(detail, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        digest = event_hash(sp._last_hash, ev_id, self.now, kind, message_id, delivery_id, organ,
+                            state, detail_json)
+        self.conn.execute(f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                          (ev_id, self.now, kind, message_id, delivery_id, organ, state,
+                           detail_json, sp._last_hash, digest))
+        ev = Event(ev_id, self.now, kind, message_id, delivery_id, organ, state, detail,
+                   sp._last_hash, digest)
+        sp._last_event_id, sp._last_hash = ev_id, digest
+        self.events.append(ev)
+        return ev
+
+
+WriteFn = Callable[[Tx], Any]
+
+
+class _Op:
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: WriteFn, future: asyncio.Future[Any]) -> None:
+        self.fn = fn
+        self.future = future
+
+
+class SqliteSpool:
+    backend = "sqlite"
+
+    def __init__(self, data_dir: Path, *, inline_limit: int = 65536,
+                 commit_max_wait: float = 0.002, commit_max_batch: int = 256,
+                 maximal_lifetime: float = 5 * 86400,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.data_dir = Path(data_dir)
+        self.db_path = self.data_dir / "spool.db"
+        self.payloads = PayloadStore(self.data_dir / "payloads")
+        self.inline_limit = inline_limit
+        self.commit_max_wait = commit_max_wait
+        self.commit_max_batch = commit_max_batch
+        self.maximal_lifetime = maximal_lifetime
+        self.clock = clock
+        self._w: aiosqlite.Connection | None = None
+        self._r: aiosqlite.Connection | None = None
+        self._queue: asyncio.Queue[_Op | None] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._expecting = 0
+        self._last_event_id = 0
+        self._last_hash = GENESIS_HASH
+        self._new_event = asyncio.Event()
+        self._listeners: list[Callable[[list[Event]], None]] = []
+        self.batches = 0
+        self.batched_ops = 0
+
+    # -- life cycle --------------------------------------------------------
+
+    async def open(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._w = await aiosqlite.connect(self.db_path, isolation_level=None)
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON",
+                       "busy_timeout=10000", "cache_size=-65536"):
+            await self._w.execute(f"PRAGMA {pragma}")
+        await self._in_writer(migrate)
+        self._r = await aiosqlite.connect(self.db_path, isolation_level=None)
+        self._r.row_factory = sqlite3.Row
+        await self._r.execute("PRAGMA busy_timeout=10000")
+        await self._r.execute("PRAGMA query_only=ON")
+        row = await self._one("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1")
+        if row is not None:
+            self._last_event_id, self._last_hash = row["id"], row["hash"]
+        self._writer_task = asyncio.create_task(self._writer(), name="spool-writer")
+
+    async def close(self) -> None:
+        if self._writer_task is not None:
+            await self._queue.put(None)
+            await self._writer_task
+            self._writer_task = None
+        for conn in (self._r, self._w):
+            if conn is not None:
+                await conn.close()
+        self._r = self._w = None
+
+    async def _in_writer(self, fn: Callable[..., Any], *args: Any) -> Any:
+        # One hop into aiosqlite's database thread for a whole batch, instead
+        # of one per statement: the writer's cost is then SQLite's, not ours.
+        conn = self._w
+        assert conn is not None
+        return await conn._execute(fn, conn._conn, *args)
+
+    # -- the writer ----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def announce(self) -> Iterator[None]:
+        """Tell the writer an accept is on its way, so it may wait for it briefly."""
+        self._expecting += 1
+        try:
+            yield
+        finally:
+            self._expecting -= 1
+
+    def write(self, fn: WriteFn) -> Awaitable[Any]:
+        """Queue ``fn(tx)`` for the next group commit; resolves after COMMIT."""
+        if self._writer_task is None:
+            raise SpoolError("the spool is not open")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Op(fn, fut))
+        return fut
+
+    async def _writer(self) -> None:
+        loop = asyncio.get_running_loop()
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            deadline = loop.time() + self.commit_max_wait
+            while len(batch) < self.commit_max_batch:
+                try:
+                    op = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    if self._expecting <= 0 or loop.time() >= deadline:
+                        break
+                    await asyncio.sleep(min(0.0005, max(0.0, deadline - loop.time())))
+                    continue
+                if op is None:
+                    stopping = True
+                    break
+                batch.append(op)
+            await self._commit_batch(batch)
+
+    async def _commit_batch(self, batch: list[_Op]) -> None:
+        try:
+            results = await self._in_writer(self._run_batch, [op.fn for op in batch])
+        except Exception as exc:  # the COMMIT itself failed: nobody is acknowledged
+            log.error("spool commit failed for %d operations: %s", len(batch), exc)
+            err = SpoolError(f"the spool could not commit: {exc}")
+            for op in batch:
+                if not op.future.done():
+                    op.future.set_exception(err)
+            return
+        self.batches += 1
+        self.batched_ops += len(batch)
+        published: list[Event] = []
+        for op, (ok, value, events) in zip(batch, results):
+            published.extend(events)
+            if op.future.done():
+                continue
+            if ok:
+                op.future.set_result(value)
+            else:
+                op.future.set_exception(value)
+        if published:
+            self._publish(published)
+
+    def _run_batch(self, conn: sqlite3.Connection, fns: Sequence[WriteFn]) -> list[tuple[bool, Any, list[Event]]]:
+        now = self.clock()
+        chain_start = (self._last_event_id, self._last_hash)
+        results: list[tuple[bool, Any, list[Event]]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for fn in fns:
+                saved = (self._last_event_id, self._last_hash)
+                conn.execute("SAVEPOINT op")
+                tx = Tx(conn, now, self)
+                try:
+                    value = fn(tx)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    self._last_event_id, self._last_hash = saved
+                    if not isinstance(exc, HubError):
+                        log.exception("spool operation failed")
+                        exc = SpoolError(f"spool operation failed: {exc}")
+                    results.append((False, exc, []))
+                else:
+                    conn.execute("RELEASE op")
+                    results.append((True, value, tx.events))
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            self._last_event_id, self._last_hash = chain_start
+            raise
+        return results
+
+    # -- events ----------------------------------------------------------------
+
+    def add_listener(self, fn: Callable[[list[Event]], None]) -> None:
+        self._listeners.append(fn)
+
+    def _publish(self, events: list[Event]) -> None:
+        for fn in self._listeners:
+            try:
+                fn(events)
+            except Exception:  # a listener never stops the spool
+                log.exception("event listener failed")
+        self._new_event.set()
+        self._new_event = asyncio.Event()
+
+    @property
+    def last_event_id(self) -> int:
+        return self._last_event_id
+
+    async def wait_for_events(self, after: int, timeout: float) -> bool:
+        """Wait until an event newer than ``after`` is committed (or timeout)."""
+        if self._last_event_id > after:
+            return True
+        waiter = self._new_event
+        try:
+            await asyncio.wait_for(waiter.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    # -- writes ---------------------------------------------------------------
+
+    async def store(self, rec: NewEnvelope) -> StoreResult:
+        """Commit a new envelope, its payload and one delivery per recipient."""
+        payload_rel = None
+        if rec.size > self.inline_limit:
+            payload_rel = await asyncio.to_thread(self.payloads.put, rec.sha256, rec.raw)
+        return await self.write(lambda tx: _store(tx, rec, payload_rel, self.inline_limit,
+                                                  self.maximal_lifetime))
+
+    async def transition(self, delivery_id: int, expected: Sequence[State], new: State,
+                         **fields: Any) -> bool:
+        """Guarded state change; False when the delivery was not in ``expected``."""
+        return await self.write(lambda tx: transition(tx, delivery_id, expected, new, **fields))
+
+    async def ack(self, organ: str, message_id: str) -> str:
+        """The mailbox owner confirms it has the document: ``delivered``."""
+        return await self.write(lambda tx: _ack(tx, organ, message_id))
+
+    async def mark_fetched(self, delivery_id: int) -> None:
+        await self.write(lambda tx: tx.conn.execute(
+            "UPDATE deliveries SET fetched_at = COALESCE(fetched_at, ?) WHERE id = ?",
+            (tx.now, delivery_id)))
+
+    async def record_event(self, kind: str, **fields: Any) -> None:
+        """Append an event that changes no row (a refusal, an operator note)."""
+        await self.write(lambda tx: tx.event(kind, **fields))
+
+    # -- reads ------------------------------------------------------------------
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        assert self._r is not None
+        async with self._r.execute(sql, params) as cur:
+            return await cur.fetchone()
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        assert self._r is not None
+        return list(await self._r.execute_fetchall(sql, params))
+
+    async def envelope(self, message_id: str) -> dict[str, Any] | None:
+        row = await self._one("SELECT * FROM envelopes WHERE id = ?", (message_id,))
+        return _envelope_dict(row) if row is not None else None
+
+    async def find_document(self, sender: str, document_id: str) -> dict[str, Any] | None:
+        row = await self._one("SELECT * FROM envelopes WHERE sender = ? AND dedup_key = ? "
+                              "AND kind = 'edoc'", (sender, document_id))
+        return _envelope_dict(row) if row is not None else None
+
+    async def deliveries(self, message_id: str) -> list[dict[str, Any]]:
+        rows = await self._all("SELECT * FROM deliveries WHERE envelope_id = ? ORDER BY id",
+                               (message_id,))
+        return [dict(r) for r in rows]
+
+    async def delivery(self, delivery_id: int) -> dict[str, Any] | None:
+        row = await self._one("SELECT * FROM deliveries WHERE id = ?", (delivery_id,))
+        return dict(row) if row is not None else None
+
+    async def statuses(self, message_id: str) -> list[dict[str, Any]]:
+        rows = await self._all("SELECT organ, status_code, description, timestamp, "
+                               "status_envelope_id, received_at FROM statuses "
+                               "WHERE envelope_id = ? ORDER BY id", (message_id,))
+        return [dict(r) for r in rows]
+
+    async def payload(self, sha256: str) -> bytes:
+        row = await self._one("SELECT data, path FROM payloads WHERE sha256 = ?", (sha256,))
+        if row is None:
+            raise NotFoundError(f"payload {sha256} is not in the spool")
+        if row["data"] is not None:
+            return bytes(row["data"])
+        if row["path"] is None:
+            raise NotFoundError(f"payload {sha256} was removed by retention")
+        return await asyncio.to_thread(self.payloads.get, row["path"])
+
+    async def inbox(self, organ: str, *, after: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        rows = await self._all(
+            "SELECT e.id, e.kind, e.sender, e.document_id, e.subject, e.code, e.status_code, "
+            "e.size, e.sha256, e.received_at, d.id AS delivery_id, d.fetched_at "
+            "FROM deliveries d JOIN envelopes e ON e.id = d.envelope_id "
+            "WHERE d.recipient = ? AND d.route = 'mailbox' AND d.state = 'queued' "
+            "AND e.id > ? ORDER BY e.id LIMIT ?", (organ, after or "", limit))
+        return [dict(r) for r in rows]
+
+    async def inbox_item(self, organ: str, message_id: str) -> dict[str, Any] | None:
+        row = await self._one(
+            "SELECT d.*, e.sha256, e.kind, e.sender FROM deliveries d "
+            "JOIN envelopes e ON e.id = d.envelope_id "
+            "WHERE d.envelope_id = ? AND d.recipient = ? AND d.route = 'mailbox'",
+            (message_id, organ))
+        return dict(row) if row is not None else None
+
+    async def events(self, after: int = 0, limit: int = 500, *, organ: str | None = None,
+                     message_id: str | None = None, kinds: Sequence[str] = (),
+                     state: str | None = None) -> list[Event]:
+        where, params = ["id > ?"], [after]
+        if organ:
+            where.append("organ = ?")
+            params.append(organ)
+        if message_id:
+            where.append("message_id = ?")
+            params.append(message_id)
+        if state:
+            where.append("state = ?")
+            params.append(state)
+        if kinds:
+            where.append(f"kind IN ({','.join('?' * len(kinds))})")
+            params.extend(kinds)
+        rows = await self._all(f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} "
+                               f"ORDER BY id LIMIT ?", (*params, limit))
+        return [row_to_event(r) for r in rows]
+
+    async def ping(self) -> None:
+        await self._one("SELECT 1")
+
+
+def row_to_event(r: Any) -> Event:
+    return Event(r["id"], r["at"], r["kind"], r["message_id"], r["delivery_id"], r["organ"],
+                 r["state"], json.loads(r["detail"]), r["prev_hash"], r["hash"])
+
+
+def _envelope_dict(row: sqlite3.Row) -> dict[str, Any]:
+    d = dict(row)
+    d["signature"] = json.loads(d["signature"])
+    return d
+
+
+# -- write operations (run in the database thread, inside a SAVEPOINT) ---------
+
+def _store(tx: Tx, rec: NewEnvelope, payload_rel: str | None, inline_limit: int,
+           lifetime: float) -> StoreResult:
+    c = tx.conn
+    row = c.execute("SELECT id, sha256 FROM envelopes WHERE sender = ? AND dedup_key = ?",
+                    (rec.sender, rec.dedup_key)).fetchone()
+    if row is not None:
+        if row[1] == rec.sha256:
+            recips = c.execute("SELECT recipient, route FROM deliveries WHERE envelope_id = ? "
+                               "ORDER BY id", (row[0],)).fetchall()
+            return StoreResult(row[0], False, [{"organ": r, "route": rt} for r, rt in recips])
+        raise ConflictError(
+            f"DocumentId {rec.document_id!r} was already sent by {rec.sender} with other content",
+            details={"document_id": rec.document_id, "existing_id": row[0]})
+    inline = rec.raw if payload_rel is None else None
+    c.execute("INSERT OR IGNORE INTO payloads (sha256, size, data, path, created_at) "
+              "VALUES (?,?,?,?,?)", (rec.sha256, rec.size, inline, payload_rel, tx.now))
+    if payload_rel is not None:  # an earlier copy may have been inline or retired
+        c.execute("UPDATE payloads SET path = ? WHERE sha256 = ? AND data IS NULL",
+                  (payload_rel, rec.sha256))
+    c.execute("INSERT INTO envelopes (id, kind, sender, dedup_key, document_id, sha256, size, "
+              "subject, code, status_code, response_for, signature, origin, received_at) "
+              "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+              (rec.id, rec.kind, rec.sender, rec.dedup_key, rec.document_id, rec.sha256, rec.size,
+               rec.subject, rec.code, rec.status_code, rec.response_for,
+               json.dumps(rec.signature, ensure_ascii=False), rec.origin, tx.now))
+    c.executemany("INSERT INTO deliveries (envelope_id, recipient, route, state, next_attempt_at, "
+                  "expires_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
+                  [(rec.id, d.recipient, d.route, State.QUEUED.value, tx.now, tx.now + lifetime,
+                    tx.now, tx.now) for d in rec.deliveries])
+    recipients = [{"organ": d.recipient, "route": d.route} for d in rec.deliveries]
+    tx.event("accepted", message_id=rec.id, organ=rec.sender, state=State.QUEUED.value,
+             kind_of=rec.kind, document_id=rec.document_id, sha256=rec.sha256, size=rec.size,
+             recipients=recipients, signature=rec.signature.get("result"), origin=rec.origin)
+    if rec.status is not None:
+        s = rec.status
+        c.execute("INSERT INTO statuses (envelope_id, organ, status_code, description, timestamp, "
+                  "status_envelope_id, received_at) VALUES (?,?,?,?,?,?,?)",
+                  (s.envelope_id, s.organ, s.status_code, s.description, s.timestamp, rec.id, tx.now))
+        c.execute("UPDATE deliveries SET business_status = ?, business_status_at = ? "
+                  "WHERE envelope_id = ? AND recipient = ?",
+                  (s.status_code, tx.now, s.envelope_id, s.organ))
+        tx.event("status_received", message_id=s.envelope_id, organ=s.organ,
+                 status_code=s.status_code, status_message_id=rec.id, description=s.description)
+    return StoreResult(rec.id, True, recipients)
+
+
+def transition(tx: Tx, delivery_id: int, expected: Sequence[State], new: State, *,
+               reason: str | None = None, **fields: Any) -> bool:
+    """The one way a delivery changes state: guarded by the state it must be in."""
+    sets = ["state = ?", "updated_at = ?"]
+    params: list[Any] = [new.value, tx.now]
+    for column, value in fields.items():
+        if column == "attempts_inc":
+            sets.append("attempts = attempts + ?")
+        else:
+            sets.append(f"{column} = ?")
+        params.append(value)
+    states = [s.value for s in expected]
+    cur = tx.conn.execute(
+        f"UPDATE deliveries SET {', '.join(sets)} WHERE id = ? "
+        f"AND state IN ({','.join('?' * len(states))}) RETURNING envelope_id, recipient, route",
+        (*params, delivery_id, *states))
+    row = cur.fetchone()
+    cur.close()
+    if row is None:
+        return False
+    detail: dict[str, Any] = {"route": row[2]}
+    if reason:
+        detail["reason"] = reason
+    tx.event("state", message_id=row[0], delivery_id=delivery_id, organ=row[1], state=new.value,
+             **detail)
+    return True
+
+
+def _ack(tx: Tx, organ: str, message_id: str) -> str:
+    row = tx.conn.execute("SELECT id, state FROM deliveries WHERE envelope_id = ? AND recipient = ? "
+                          "AND route = 'mailbox'", (message_id, organ)).fetchone()
+    if row is None:
+        raise NotFoundError(f"message {message_id} is not in the inbox of {organ}")
+    delivery_id, state = row
+    if state == State.DELIVERED.value:
+        return state  # acknowledging twice is harmless
+    if state != State.QUEUED.value:
+        raise ConflictError(f"message {message_id} cannot be acknowledged: its delivery is {state}",
+                            code="not_deliverable", details={"state": state})
+    tx.conn.execute("UPDATE deliveries SET fetched_at = COALESCE(fetched_at, ?) WHERE id = ?",
+                    (tx.now, delivery_id))
+    transition(tx, delivery_id, (State.QUEUED,), State.DELIVERED, reason="acknowledged by recipient")
+    return State.DELIVERED.value

@@ -1,0 +1,173 @@
+"""The SQLite spool: durability, group commit, guarded transitions, the event chain."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import sqlite3
+
+import pytest
+
+from hub.errors import ConflictError, NotFoundError, ValidationError
+from spool import NewDelivery, NewEnvelope, SqliteSpool, State
+from spool.ids import new_message_id
+from spool.migrations import MIGRATIONS
+from spool.sqlite import GENESIS_HASH, event_hash
+
+
+def envelope(raw: bytes, doc: str = "D1", recipients=("R1",), sender: str = "S") -> NewEnvelope:
+    return NewEnvelope(new_message_id(), "edoc", sender, doc, doc, hashlib.sha256(raw).hexdigest(),
+                       raw, "subject", "1/UBND", None, None, {"result": "unsigned"}, "test",
+                       [NewDelivery(r, "mailbox") for r in recipients])
+
+
+@pytest.fixture
+async def spool(tmp_path):
+    sp = SqliteSpool(tmp_path, inline_limit=1024, commit_max_wait=0.005)
+    await sp.open()
+    yield sp
+    await sp.close()
+
+
+def spool_rows(sp: SqliteSpool, state: State, expected: int | None = None) -> list[tuple]:
+    """Deliveries in ``state``, read with a separate connection (what is on disk)."""
+    conn = sqlite3.connect(sp.db_path)
+    rows = conn.execute("SELECT id, envelope_id, recipient FROM deliveries WHERE state = ?",
+                        (state.value,)).fetchall()
+    conn.close()
+    if expected is not None:
+        assert len(rows) == expected, rows
+    return rows
+
+
+async def test_schema_is_versioned_and_wal(spool):
+    conn = sqlite3.connect(spool.db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+async def test_store_is_durable_and_visible_to_another_connection(spool):
+    res = await spool.store(envelope(b"<x/>", recipients=("R1", "R2")))
+    assert res.created
+    rows = spool_rows(spool, State.QUEUED, expected=2)
+    assert {r[2] for r in rows} == {"R1", "R2"}
+
+
+async def test_small_payload_inline_large_as_file(spool):
+    small, large = b"a" * 100, b"b" * 5000
+    await spool.store(envelope(small, "D-small"))
+    await spool.store(envelope(large, "D-large"))
+    sha = hashlib.sha256(large).hexdigest()
+    path = spool.payloads.path(sha)
+    assert path.read_bytes() == large
+    assert not list(path.parent.glob(".*.tmp"))  # atomic rename left no temporary
+    assert await spool.payload(sha) == large
+    assert await spool.payload(hashlib.sha256(small).hexdigest()) == small
+    conn = sqlite3.connect(spool.db_path)
+    assert conn.execute("SELECT data IS NULL, path FROM payloads WHERE sha256 = ?",
+                        (sha,)).fetchone() == (1, spool.payloads.relpath(sha))
+    conn.close()
+
+
+async def test_duplicates_and_conflicts(spool):
+    first = await spool.store(envelope(b"<one/>"))
+    again = await spool.store(envelope(b"<one/>"))
+    assert not again.created and again.id == first.id
+    with pytest.raises(ConflictError):
+        await spool.store(envelope(b"<two/>"))
+
+
+async def test_concurrent_identical_submissions_become_one(spool):
+    results = await asyncio.gather(*(spool.store(envelope(b"<same/>")) for _ in range(20)))
+    assert len({r.id for r in results}) == 1
+    assert sum(r.created for r in results) == 1
+    spool_rows(spool, State.QUEUED, expected=1)
+
+
+async def test_group_commit_shares_transactions(spool):
+    batches_before, ops_before = spool.batches, spool.batched_ops
+    await asyncio.gather(*(spool.store(envelope(b"<d%d/>" % i, f"D{i}")) for i in range(200)))
+    batches = spool.batches - batches_before
+    assert spool.batched_ops - ops_before == 200
+    assert batches < 50, f"{batches} commits for 200 concurrent stores"
+    spool_rows(spool, State.QUEUED, expected=200)
+
+
+async def test_one_failing_operation_does_not_sink_its_batch(spool):
+    def boom(tx):
+        tx.conn.execute("INSERT INTO statuses (envelope_id, organ, status_code, "
+                        "status_envelope_id, received_at) VALUES ('x','y','01','z',0)")
+        raise ValidationError("refused inside the batch", code="test_refusal")
+    good = [spool.store(envelope(b"<g%d/>" % i, f"G{i}")) for i in range(5)]
+    bad = spool.write(boom)
+    results = await asyncio.gather(*good, bad, return_exceptions=True)
+    assert isinstance(results[-1], ValidationError)
+    assert all(r.created for r in results[:-1])
+    conn = sqlite3.connect(spool.db_path)
+    assert conn.execute("SELECT COUNT(*) FROM statuses").fetchone()[0] == 0  # rolled back
+    conn.close()
+    await spool_chain_ok(spool)
+
+
+async def test_guarded_transition(spool):
+    await spool.store(envelope(b"<t/>"))
+    (delivery_id, _, _), = spool_rows(spool, State.QUEUED, expected=1)
+    assert await spool.transition(delivery_id, (State.QUEUED,), State.ACTIVE)
+    assert not await spool.transition(delivery_id, (State.QUEUED,), State.ACTIVE)
+    assert await spool.transition(delivery_id, (State.ACTIVE,), State.DEFERRED,
+                                  reason="timeout", last_error="timeout", attempts_inc=1)
+    row = await spool.delivery(delivery_id)
+    assert (row["state"], row["attempts"], row["last_error"]) == ("deferred", 1, "timeout")
+
+
+async def test_ack_is_idempotent_and_guarded(spool):
+    res = await spool.store(envelope(b"<a/>"))
+    assert await spool.ack("R1", res.id) == "delivered"
+    assert await spool.ack("R1", res.id) == "delivered"
+    with pytest.raises(NotFoundError):
+        await spool.ack("R2", res.id)
+
+
+async def spool_chain_ok(spool):
+    prev = GENESIS_HASH
+    events = await spool.events(0, limit=100000)
+    for n, ev in enumerate(events, 1):
+        assert ev.id == n
+        assert ev.prev_hash == prev
+        import json
+        assert ev.hash == event_hash(prev, ev.id, ev.at, ev.kind, ev.message_id, ev.delivery_id,
+                                     ev.organ, ev.state, json.dumps(ev.detail, ensure_ascii=False,
+                                                                    sort_keys=True, separators=(",", ":")))
+        prev = ev.hash
+    return events
+
+
+async def test_event_chain_survives_reopen(tmp_path):
+    sp = SqliteSpool(tmp_path)
+    await sp.open()
+    await sp.store(envelope(b"<1/>", "A"))
+    await sp.close()
+    sp = SqliteSpool(tmp_path)
+    await sp.open()
+    await sp.store(envelope(b"<2/>", "B"))
+    events = await spool_chain_ok(sp)
+    assert [e.kind for e in events] == ["accepted", "accepted"]
+    await sp.close()
+
+
+async def test_reopen_finds_everything(tmp_path):
+    sp = SqliteSpool(tmp_path, inline_limit=10)
+    await sp.open()
+    res = await sp.store(envelope(b"<payload-on-disk/>"))
+    await sp.close()
+    sp = SqliteSpool(tmp_path, inline_limit=10)
+    await sp.open()
+    env = await sp.envelope(res.id)
+    assert await sp.payload(env["sha256"]) == b"<payload-on-disk/>"
+    await sp.close()
+
+
+def test_message_ids_sort_by_time():
+    a = new_message_id(1_700_000_000.0)
+    b = new_message_id(1_700_000_000.5)
+    assert len(a) == 26 and a < b
