@@ -6,7 +6,6 @@ the hub is mocked.
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +15,7 @@ from hub.api import HUB, create_app
 from hub.clock import ManualClock
 from hub.config import build_settings
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-SAMPLES = SHARED / "reference" / "edxml" / "vpcp-sdk-samples"
-
-#: Organisations used throughout the tests (from the bundled directory).
-MAU_A = "000.01.48.H63"          # thị trấn Mậu A (commune)
-AN_BINH = "000.02.48.H63"        # a second commune
-VP_UBND = "000.31.48.H63"        # Văn phòng HĐND và UBND huyện (office)
-SO_NOIVU = "000.00.02.H63"       # a provincial department (route provincial)
-HUB_ID = "000.99.48.H63"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from support import SAMPLES  # noqa: E402
 
 
 @pytest.fixture

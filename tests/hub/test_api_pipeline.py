@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import AN_BINH, HUB_ID, MAU_A, SO_NOIVU, VP_UBND
+from support import AN_BINH, HUB_ID, MAU_A, SO_NOIVU, VP_UBND
 from hub import samples
 
 XML = {"Content-Type": "application/xml"}

@@ -1,0 +1,22 @@
+"""Constants and helpers shared by the tests (importable: tests/ is on pythonpath)."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SAMPLES = SHARED / "reference" / "edxml" / "vpcp-sdk-samples"
+
+#: Organisations used throughout the tests (from the bundled directory).
+MAU_A = "000.01.48.H63"          # thị trấn Mậu A (commune)
+AN_BINH = "000.02.48.H63"        # a second commune
+VP_UBND = "000.31.48.H63"        # Văn phòng HĐND và UBND huyện (office)
+SO_NOIVU = "000.00.02.H63"       # a provincial department (route provincial)
+HUB_ID = "000.99.48.H63"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
