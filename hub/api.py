@@ -8,86 +8,22 @@ codes are chosen.
 """
 from __future__ import annotations
 
-import json
-import logging
+import importlib
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Callable
 
 from aiohttp import web
 
 from hub import cleanup
-from hub.auth import Identity
 from hub.config import Settings
-from hub.context import HubContext, open_hub
-from hub.errors import (AuthError, ConflictError, HubError, NotFoundError, TooLargeError,
-                        ValidationError)
+from hub.context import open_hub
+from hub.errors import AuthError, NotFoundError, ValidationError
+from hub.web import (HUB, XML_TYPES, errors_middleware, hub_of, identity, int_param, iso,
+                     json_response,
+                     read_body)
 
-log = logging.getLogger("hub.api")
-
-HUB = web.AppKey("hub", HubContext)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-_XML_TYPES = {"application/xml", "text/xml", "application/edxml+xml", "application/octet-stream", ""}
-
-
-def json_response(data: Any, status: int = 200, **kwargs: Any) -> web.Response:
-    return web.Response(text=json.dumps(data, ensure_ascii=False, default=str), status=status,
-                        content_type="application/json", **kwargs)
-
-
-def error_response(exc: HubError) -> web.Response:
-    headers = {}
-    if exc.http_status == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="lienthong-hub"'
-    retry_after = exc.details.get("retry_after") if exc.details else None
-    if retry_after is not None:
-        headers["Retry-After"] = str(int(retry_after))
-    return json_response(exc.to_dict(), status=exc.http_status, headers=headers)
-
-
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except HubError as exc:
-        return error_response(exc)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "envelope_too_large"}
-        err = HubError(exc.reason, code=codes.get(exc.status, f"http_{exc.status}"),
-                       http_status=exc.status)
-        return error_response(err)
-    except Exception:
-        log.exception("internal error on %s %s", request.method, request.path)
-        return error_response(HubError("internal error; see the hub's log", code="internal_error"))
-
-
-def hub_of(request: web.Request) -> HubContext:
-    return request.app[HUB]
-
-
-def identity(request: web.Request, *roles: str) -> Identity:
-    """The caller, who must hold one of ``roles`` (admin always may)."""
-    ident = hub_of(request).tokens.from_header(request.headers.get("Authorization"))
-    if roles:
-        ident.require(*roles)
-    return ident
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The body, refused (413) before it is read whole when it is too large."""
-    if request.content_length is not None and request.content_length > limit:
-        raise TooLargeError(f"body of {request.content_length} bytes exceeds max_envelope_size "
-                            f"({limit})", details={"limit": limit})
-    chunks, size = [], 0
-    async for chunk in request.content.iter_chunked(1 << 16):
-        size += len(chunk)
-        if size > limit:
-            raise TooLargeError(f"body exceeds max_envelope_size ({limit})", details={"limit": limit})
-        chunks.append(chunk)
-    return b"".join(chunks)
-
+#: Feature modules that mount their own routes: each has ``setup_routes(app)``.
+ROUTE_MODULES: tuple[str, ...] = ()
 
 # -- envelopes ---------------------------------------------------------------
 
@@ -95,7 +31,7 @@ async def post_envelope(request: web.Request) -> web.Response:
     hub = hub_of(request)
     ident = identity(request, "agency")
     ctype = request.content_type.lower()
-    if ctype not in _XML_TYPES:
+    if ctype not in XML_TYPES:
         raise ValidationError(f"Content-Type must be application/xml, not {ctype}",
                               code="unsupported_media_type", http_status=415)
     raw = await read_body(request, hub.settings.max_envelope_size)
@@ -147,22 +83,12 @@ def envelope_view(env: dict[str, Any], deliveries: list[dict[str, Any]],
     }
 
 
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    from datetime import datetime, timezone
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 # -- the mailbox (pull mode) --------------------------------------------------------
 
 async def get_inbox(request: web.Request) -> web.Response:
     hub = hub_of(request)
     ident = identity(request, "agency")
-    try:
-        limit = min(max(int(request.query.get("limit", "100")), 1), 1000)
-    except ValueError:
-        raise ValidationError("limit must be a number", code="bad_parameter") from None
+    limit = int_param(request, "limit", 100, 1, 1000)
     items = await hub.spool.inbox(ident.organ, after=request.query.get("after"), limit=limit)
     out = [{"id": i["id"], "kind": i["kind"], "sender": i["sender"],
             "document_id": i["document_id"], "subject": i["subject"], "code": i["code"],
@@ -233,6 +159,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/openapi.json", openapi)
+    for name in ROUTE_MODULES:
+        importlib.import_module(name).setup_routes(app)
 
 
 def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) -> web.Application:

@@ -8,6 +8,7 @@ commands that only read configuration or the directory work offline.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -22,6 +23,10 @@ from hub.errors import HubError
 
 Command = Callable[[argparse.Namespace, Settings], int]
 COMMANDS: dict[str, Command] = {}
+
+#: Feature modules that add commands: each has ``add_parsers(sub, common)`` and
+#: registers its handlers with ``@command(name)``.
+CLI_MODULES: tuple[str, ...] = ()
 
 #: Organisations whose tokens `make run` prints, for the README walkthrough.
 EXAMPLE_TOKENS = (("000.01.48.H63", "agency", "UBND thị trấn Mậu A (commune)"),
@@ -74,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("conf", help="print the effective configuration")
     common(p)
+    for name in CLI_MODULES:
+        importlib.import_module(name).add_parsers(sub, common)
     return top
 
 

@@ -396,6 +396,21 @@ class SqliteSpool:
                                f"ORDER BY id LIMIT ?", (*params, limit))
         return [row_to_event(r) for r in rows]
 
+    async def stats(self) -> dict[str, Any]:
+        """Counts for metrics and readiness: deliveries by state and route, the oldest queued."""
+        rows = await self._all("SELECT state, route, COUNT(*) AS n FROM deliveries "
+                               "GROUP BY state, route")
+        oldest = await self._one("SELECT MIN(created_at) AS t FROM deliveries "
+                                 "WHERE state IN ('queued', 'deferred') AND route != 'mailbox'")
+        oldest_mailbox = await self._one("SELECT MIN(created_at) AS t FROM deliveries "
+                                         "WHERE state = 'queued' AND route = 'mailbox'")
+        payload = await self._one("SELECT COALESCE(SUM(size), 0) AS n FROM payloads "
+                                  "WHERE data IS NOT NULL OR path IS NOT NULL")
+        return {"deliveries": [(r["state"], r["route"], r["n"]) for r in rows],
+                "oldest_queued_at": oldest["t"] if oldest else None,
+                "oldest_unfetched_at": oldest_mailbox["t"] if oldest_mailbox else None,
+                "payload_bytes": payload["n"] if payload else 0}
+
     async def ping(self) -> None:
         await self._one("SELECT 1")
 

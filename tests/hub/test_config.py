@@ -1,7 +1,6 @@
 """Configuration: every key documented in conf/hub.toml, defaults, units, errors."""
 from __future__ import annotations
 
-import re
 import tomllib
 
 import pytest

@@ -1,0 +1,101 @@
+"""Shared pieces of the HTTP edge: the app key, JSON and error responses, callers.
+
+Every route module (``hub.api`` and the feature modules it mounts) uses these,
+so errors look the same everywhere and roles are checked the same way.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from hub.auth import Identity
+from hub.context import HubContext
+from hub.errors import HubError, TooLargeError, ValidationError
+
+log = logging.getLogger("hub.api")
+
+HUB = web.AppKey("hub", HubContext)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+XML_TYPES = {"application/xml", "text/xml", "application/edxml+xml", "application/octet-stream", ""}
+
+
+def json_response(data: Any, status: int = 200, **kwargs: Any) -> web.Response:
+    return web.Response(text=json.dumps(data, ensure_ascii=False, default=str), status=status,
+                        content_type="application/json", **kwargs)
+
+
+def error_response(exc: HubError) -> web.Response:
+    headers = {}
+    if exc.http_status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="lienthong-hub"'
+    retry_after = exc.details.get("retry_after") if exc.details else None
+    if retry_after is not None:
+        headers["Retry-After"] = str(int(retry_after))
+    return json_response(exc.to_dict(), status=exc.http_status, headers=headers)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except HubError as exc:
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "envelope_too_large"}
+        err = HubError(exc.reason, code=codes.get(exc.status, f"http_{exc.status}"),
+                       http_status=exc.status)
+        return error_response(err)
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.path)
+        return error_response(HubError("internal error; see the hub's log", code="internal_error"))
+
+
+def hub_of(request: web.Request) -> HubContext:
+    return request.app[HUB]
+
+
+def identity(request: web.Request, *roles: str) -> Identity:
+    """The caller, who must hold one of ``roles`` (admin always may)."""
+    ident = hub_of(request).tokens.from_header(request.headers.get("Authorization"))
+    if roles:
+        ident.require(*roles)
+    return ident
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The body, refused (413) before it is read whole when it is too large."""
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLargeError(f"body of {request.content_length} bytes exceeds max_envelope_size "
+                            f"({limit})", details={"limit": limit})
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            raise TooLargeError(f"body exceeds max_envelope_size ({limit})", details={"limit": limit})
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds → ISO 8601 UTC with milliseconds (``None`` stays ``None``)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def int_param(request: web.Request, name: str, default: int, lo: int = 0, hi: int = 1 << 62) -> int:
+    """A bounded integer query parameter, or a clear 422."""
+    try:
+        return min(max(int(request.query.get(name, default)), lo), hi)
+    except ValueError:
+        raise ValidationError(f"{name} must be a number", code="bad_parameter",
+                              details={"parameter": name}) from None
