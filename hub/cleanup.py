@@ -75,16 +75,21 @@ def inspect(raw: bytes, max_size: int, max_depth: int, strict: bool) -> Inspecte
 
 
 async def accept(hub: HubContext, raw: bytes, identity: Identity, *,
-                 origin: str = "http") -> AcceptResult:
-    """Take one envelope into the spool, or refuse it with a stable error code."""
+                 origin: str = "http", notice_for: str | None = None) -> AcceptResult:
+    """Take one envelope into the spool, or refuse it with a stable error code.
+
+    ``notice_for`` is for the hub's own failure notices (status 02 from the hub
+    itself): the recipient whose delivery failed, on which the status is recorded.
+    """
     try:
-        return await _accept(hub, raw, identity, origin)
+        return await _accept(hub, raw, identity, origin, notice_for)
     except HubError as exc:
         _record_refusal(hub, identity, origin, exc)
         raise
 
 
-async def _accept(hub: HubContext, raw: bytes, identity: Identity, origin: str) -> AcceptResult:
+async def _accept(hub: HubContext, raw: bytes, identity: Identity, origin: str,
+                  notice_for: str | None) -> AcceptResult:
     s = hub.settings
     if len(raw) > s.max_envelope_size:
         raise ValidationError(f"envelope of {len(raw)} bytes exceeds max_envelope_size "
@@ -98,11 +103,12 @@ async def _accept(hub: HubContext, raw: bytes, identity: Identity, origin: str) 
         env = ins.envelope
         _check_sender(hub, env, identity)
         if env.kind == "status":
-            rec = await _status_record(hub, env, ins, raw, origin)
+            rec = await _status_record(hub, env, ins, raw, origin, notice_for)
         else:
             rec = _edoc_record(hub, env, ins, raw, origin)
         result = await hub.spool.store(rec)
     if result.created:
+        hub.wake_qmgr(result.recipients)
         log.info("%s accepted %s from %s (%s) for %s", result.id, env.kind, env.sender,
                  env.document_id or env.status_code, ",".join(r["organ"] for r in result.recipients))
     else:
@@ -151,7 +157,7 @@ def _edoc_record(hub: HubContext, env: edxml.Envelope, ins: Inspected, raw: byte
 
 
 async def _status_record(hub: HubContext, env: edxml.Envelope, ins: Inspected, raw: bytes,
-                         origin: str) -> NewEnvelope:
+                         origin: str, notice_for: str | None) -> NewEnvelope:
     rf = env.response_for[0]
     path = "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader/ResponseFor"
     original = await hub.spool.find_document(rf.organ_id, rf.document_id)
@@ -161,7 +167,11 @@ async def _status_record(hub: HubContext, env: edxml.Envelope, ins: Inspected, r
             f"which this hub never carried", code="unknown_document",
             details={"path": path, "organ_id": rf.organ_id, "document_id": rf.document_id})
     recipients_of_original = [d["recipient"] for d in await hub.spool.deliveries(original["id"])]
-    if env.sender == original["sender"]:
+    about = env.sender
+    if env.sender == hub.hub_id and origin == "hub":
+        # The hub's own failure notice: to the sender, recorded on the failed delivery.
+        targets, about = [original["sender"]], notice_for or env.sender
+    elif env.sender == original["sender"]:
         # The sender speaks about its own document (13: recall): tell every recipient.
         targets = recipients_of_original
     elif env.sender in recipients_of_original:
@@ -171,7 +181,7 @@ async def _status_record(hub: HubContext, env: edxml.Envelope, ins: Inspected, r
                              f"cannot send a status about it", code="not_a_recipient",
                              details={"path": path})
     deliveries = _deliveries(hub, targets, path=path)
-    status = StatusRecord(original["id"], env.sender, env.status_code or "", env.description,
+    status = StatusRecord(original["id"], about, env.status_code or "", env.description,
                           env.timestamp.strftime("%Y/%m/%d %H:%M:%S") if env.timestamp else None)
     return NewEnvelope(new_message_id(), "status", env.sender, f"status:{ins.sha256}",
                        rf.document_id, ins.sha256, raw, env.description, None, env.status_code,

@@ -36,6 +36,17 @@ class HubContext:
         self.tokens = tokens
         self.clock = clock
         self.counters: dict[str, Any] = {}
+        self.qmgr: Any = None  # hub.qmgr.QueueManager once started
+        self.pressure: Any = None  # hub.pressure.Pressure once started
+
+    def wake_qmgr(self, recipients: list[dict[str, str]]) -> None:
+        """New deliveries were committed: dispatch push routes now, not at the next sweep."""
+        if self.qmgr is not None and any(r["route"] != "mailbox" for r in recipients):
+            self.qmgr.wake()
+
+    async def wire_form(self, raw: bytes) -> bytes:
+        """The bytes an adapter sends onwards (the hop-signed form once keys are loaded)."""
+        return raw
 
     @property
     def hub_id(self) -> str:
@@ -50,7 +61,14 @@ class HubContext:
 
 @contextlib.asynccontextmanager
 async def open_hub(settings: Settings, *, clock: Callable[[], float] | None = None,
-                   directory: Directory | None = None) -> AsyncIterator[HubContext]:
+                   directory: Directory | None = None, run_queue: bool = False,
+                   adapters: dict[str, Any] | None = None,
+                   queue_auto: bool = True) -> AsyncIterator[HubContext]:
+    """Open the hub's parts; with ``run_queue`` also the queue manager and its timers.
+
+    ``adapters`` replaces the instances built from ``[adapters.*]`` (tests);
+    ``queue_auto=False`` starts the queue manager without its loop and timers,
+    so a test drives ``scan()``/``expire()`` itself with a manual clock."""
     clock = clock or Clock()
     directory = directory or load_directory(settings)
     settings.data_path.mkdir(parents=True, exist_ok=True)
@@ -60,6 +78,21 @@ async def open_hub(settings: Settings, *, clock: Callable[[], float] | None = No
     await spool.open()
     hub = HubContext(settings, directory, spool, tokens, clock)
     try:
+        if run_queue:
+            from adapters.registry import build_adapters
+            from hub.pressure import Pressure
+            from hub.qmgr import QueueManager
+            instances = adapters if adapters is not None else build_adapters(settings.adapters, hub)
+            for adapter in instances.values():
+                adapter.hub = hub
+            hub.pressure = Pressure(hub)
+            await hub.pressure.start()
+            hub.qmgr = QueueManager(hub, instances)
+            await hub.qmgr.start(schedule=queue_auto, dispatch=queue_auto)
         yield hub
     finally:
+        if hub.qmgr is not None:
+            await hub.qmgr.stop()
+        if hub.pressure is not None:
+            await hub.pressure.stop()
         await spool.close()

@@ -11,7 +11,7 @@ from hub.errors import ConflictError, NotFoundError, ValidationError
 from spool import NewDelivery, NewEnvelope, SqliteSpool, State
 from spool.ids import new_message_id
 from spool.migrations import MIGRATIONS
-from spool.sqlite import GENESIS_HASH, event_hash
+from spool.sqlite_tx import GENESIS_HASH, event_hash
 
 
 def envelope(raw: bytes, doc: str = "D1", recipients=("R1",), sender: str = "S") -> NewEnvelope:

@@ -1,0 +1,73 @@
+"""Push delivery of edXML over HTTP: peer district hubs, the provincial platform,
+agency systems that can be reached.
+
+The wire form is the original envelope with the hub's TraceHeader and hop
+signature appended (``HubContext.wire_form``); the spool keeps the original.
+The request is ``POST <url>`` with ``Content-Type: application/xml``, a
+bearer token if configured, and ``X-Lienthong-Message-Id`` so the receiver
+can deduplicate (delivery is at-least-once).
+
+Outcomes: 2xx → delivered; 408, 425, 429, 5xx, timeouts and connection
+errors → defer; any other 4xx → permanent refusal, with the receiver's
+error text as the reason.
+
+Options (``[adapters.<name>]``): ``url`` (required), ``token``, ``timeout``
+(seconds, default 60), ``sign`` (default true: add the hop signature).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+
+from adapters.base import Adapter, DeliveryRequest, Outcome
+from hub.errors import ConfigError
+
+_RETRYABLE = {408, 425, 429}
+
+
+class EdxmlHttpAdapter(Adapter):
+    def __init__(self, name: str, options: dict[str, Any], hub: Any = None) -> None:
+        super().__init__(name, options, hub)
+        if not options.get("url"):
+            raise ConfigError(f"[adapters.{name}] needs url")
+        self.url = str(options["url"])
+        self.token = options.get("token")
+        self.timeout = float(options.get("timeout", 60))
+        self.sign = bool(options.get("sign", True))
+        self.log = logging.getLogger(f"hub.adapter.{name}")
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def deliver(self, req: DeliveryRequest) -> Outcome:
+        if self._session is None:
+            await self.start()
+        assert self._session is not None
+        body = req.raw
+        if self.sign and self.hub is not None:
+            body = await self.hub.wire_form(req.raw)
+        headers = {"Content-Type": "application/xml", "X-Lienthong-Message-Id": req.message_id}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            async with self._session.post(self.url, data=body, headers=headers) as resp:
+                text = (await resp.text(errors="replace"))[:500]
+                status = resp.status
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            return Outcome.defer(f"{self.url}: {type(exc).__name__}: {exc}")
+        if 200 <= status < 300:
+            self.log.info("%s delivered to %s via %s (%d)", req.message_id, req.recipient,
+                          self.url, status)
+            return Outcome.delivered(f"HTTP {status}")
+        if status in _RETRYABLE or status >= 500:
+            return Outcome.defer(f"HTTP {status}: {text}")
+        return Outcome.refused(f"HTTP {status}: {text}")

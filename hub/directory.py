@@ -1,0 +1,383 @@
+"""The directory of organisations: who the hub knows, and where each one lives.
+
+Where it sits in the pipeline:
+
+- ``hub.cleanup`` asks it whether a sender is known (and which certificate and
+  signature policy apply to it), and resolves every recipient of an accepted
+  envelope to a :class:`Route` before the delivery rows are written;
+- ``hub.qmgr`` and the delivery adapters use the route name stored on each
+  delivery row to pick the adapter instance that carries it (``mailbox``,
+  ``provincial``, ``peer.<slug>``...);
+- ``lienthong directory list`` shows it, through :meth:`Directory.to_rows`.
+
+The directory is read once from ``conf/directory.toml`` (one ``[[organ]]``
+table per organisation; the file's header documents the fields) and never
+changes while the hub runs.  Every entry is checked at load time, so a typo
+stops the hub at start-up with the entry's index and id rather than
+misrouting a document later.
+
+Routing rule: a listed organisation goes to its own route; an organisation
+that is not listed goes upstream (the provincial platform by default), which
+knows the rest of the country.  The hub itself is never a recipient.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from hub.errors import ConfigError, ValidationError
+
+__all__ = [
+    "KINDS",
+    "LOCAL_KINDS",
+    "SIGNATURE_POLICIES",
+    "Directory",
+    "Organ",
+    "Route",
+    "default_directory_path",
+    "is_organ_id",
+    "check_organ_id",
+]
+
+#: Kinds of the district's own units: the hub keeps their mailboxes.
+LOCAL_KINDS = frozenset({
+    "district_committee",
+    "district_council",
+    "commune",
+    "office",
+    "public_service_unit",
+    "agency",
+})
+
+#: Every kind an entry may have.
+KINDS = LOCAL_KINDS | frozenset({
+    "hub",            # this hub itself; exactly one entry
+    "province",       # UBND / HĐND tỉnh
+    "department",     # provincial departments and department-level agencies
+    "peer_district",  # another district's hub, reached directly
+    "external",       # anything else listed explicitly
+})
+
+#: What cleanup does with a sender's XML-DSig signature.
+SIGNATURE_POLICIES = frozenset({"required", "verify_if_present", "record_only"})
+
+#: The route every local unit must use: the hub's own inbox.
+MAILBOX_ROUTE = "mailbox"
+#: The route reserved for the hub's own entry; nothing is delivered on it.
+HUB_ROUTE = "hub"
+
+# AAA.BB.CC.DDD: level 4, 3, 2 in digits, then the level-1 code (letter + 2
+# digits).  \Z rather than $ so that a trailing newline is not accepted.
+_ORGAN_ID = re.compile(r"\d{3}\.\d{2}\.\d{2}\.[A-Z]\d{2}\Z", re.ASCII)
+# Route names are adapter instance names: lower case, dotted (peer.yenbinh).
+_ROUTE_NAME = re.compile(r"[a-z][a-z0-9_-]*(\.[a-z0-9][a-z0-9_-]*)*\Z", re.ASCII)
+
+_REQUIRED = ("id", "name", "kind", "route")
+_OPTIONAL_STR = ("email", "address", "parent", "signature_policy", "cert", "ca")
+
+
+def is_organ_id(value: object) -> bool:
+    """True when *value* is an OrganId in the strict ``AAA.BB.CC.DDD`` form."""
+    return isinstance(value, str) and _ORGAN_ID.match(value) is not None
+
+
+def check_organ_id(value: object) -> str:
+    """Return *value* if it is a well-formed OrganId; raise ValidationError if not."""
+    if not is_organ_id(value):
+        raise ValidationError(
+            f"{value!r} is not an OrganId of the form AAA.BB.CC.DDD "
+            "(e.g. 000.00.48.H63)",
+            code="invalid_organ_id", details={"organ_id": value})
+    return value  # type: ignore[return-value]  # narrowed by is_organ_id
+
+
+@dataclass(frozen=True, slots=True)
+class Organ:
+    """One organisation of the directory, as written in ``directory.toml``."""
+
+    id: str
+    name: str
+    kind: str
+    route: str
+    illustrative: bool = False
+    email: str | None = None
+    address: str | None = None
+    parent: str | None = None
+    signature_policy: str | None = None
+    cert: str | None = None
+    ca: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        """True for the district's own units, whose mailboxes the hub keeps."""
+        return self.kind in LOCAL_KINDS
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one recipient goes: the route name and, if listed, its organ.
+
+    ``known`` is False when the recipient is not in the directory and was sent
+    upstream on trust; cleanup decides whether to accept that.
+    """
+
+    name: str
+    organ: Organ | None
+    known: bool
+
+
+class Directory:
+    """The organisations the hub knows, indexed by OrganId.
+
+    Build it with :meth:`load` (from a TOML file) or :meth:`from_organs`;
+    both check every entry and raise :class:`~hub.errors.ConfigError`.
+    """
+
+    __slots__ = ("_organs", "_hub", "upstream_route")
+
+    def __init__(self, organs: dict[str, Organ], hub: Organ,
+                 upstream_route: str) -> None:
+        # Private: use load() or from_organs(), which validate.
+        self._organs = organs
+        self._hub = hub
+        self.upstream_route = upstream_route
+
+    # -- construction -------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: Path, *, upstream_route: str = "provincial") -> Directory:
+        """Read and check a directory file; relative cert/ca paths are taken
+        from the file's folder."""
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_bytes().decode("utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the directory: {exc.strerror or exc}",
+                              details={"path": str(path)}) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})",
+                              details={"path": str(path)}) from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}",
+                              details={"path": str(path)}) from exc
+
+        extra = sorted(set(data) - {"organ"})
+        if extra:
+            raise ConfigError(
+                f"{path}: unknown top-level key(s) {', '.join(map(repr, extra))}; "
+                "entries are [[organ]] tables", details={"path": str(path)})
+        entries = data.get("organ", [])
+        if not isinstance(entries, list):
+            raise ConfigError(f"{path}: 'organ' must be an array of tables ([[organ]])",
+                              details={"path": str(path)})
+        organs = [_organ_from_entry(entry, index, path)
+                  for index, entry in enumerate(entries, 1)]
+        return cls._build(organs, upstream_route, str(path))
+
+    @classmethod
+    def from_organs(cls, organs: Iterable[Organ], *,
+                    upstream_route: str = "provincial") -> Directory:
+        """Build a directory from Organ objects (tests, tools), checked like a file."""
+        organs = list(organs)
+        for index, organ in enumerate(organs, 1):
+            _check_organ(organ, _where("<organs>", index, organ.id))
+        return cls._build(organs, upstream_route, "<organs>")
+
+    @classmethod
+    def _build(cls, organs: list[Organ], upstream_route: str,
+               source: str) -> Directory:
+        if not isinstance(upstream_route, str) or not _ROUTE_NAME.match(upstream_route) \
+                or upstream_route == HUB_ROUTE:
+            raise ConfigError(f"{source}: upstream route {upstream_route!r} is not "
+                              "a usable route name")
+        by_id: dict[str, Organ] = {}
+        first_index: dict[str, int] = {}
+        hubs: list[tuple[int, Organ]] = []
+        for index, organ in enumerate(organs, 1):
+            if organ.id in by_id:
+                raise ConfigError(
+                    f"{_where(source, index, organ.id)}: duplicate id, "
+                    f"already used by entry {first_index[organ.id]} "
+                    f"({by_id[organ.id].name!r})",
+                    details={"path": source, "index": index, "id": organ.id})
+            by_id[organ.id] = organ
+            first_index[organ.id] = index
+            if organ.kind == "hub":
+                hubs.append((index, organ))
+        if len(hubs) != 1:
+            found = ", ".join(f"entry {i} ({o.id})" for i, o in hubs) or "none"
+            raise ConfigError(
+                f"{source}: exactly one entry must have kind 'hub', found {found}",
+                details={"path": source})
+        return cls(by_id, hubs[0][1], upstream_route)
+
+    # -- lookup -------------------------------------------------------------
+
+    @property
+    def hub(self) -> Organ:
+        """The hub's own entry (its OrganId signs receipts and trace headers)."""
+        return self._hub
+
+    def get(self, organ_id: str) -> Organ | None:
+        """The organ with this id, or None if it is not listed."""
+        return self._organs.get(organ_id)
+
+    def __contains__(self, organ_id: object) -> bool:
+        return organ_id in self._organs
+
+    def __iter__(self) -> Iterator[Organ]:
+        return iter(self._organs.values())
+
+    def __len__(self) -> int:
+        return len(self._organs)
+
+    def __repr__(self) -> str:
+        return (f"<Directory {len(self)} organs, hub {self._hub.id}, "
+                f"upstream {self.upstream_route!r}>")
+
+    def local_units(self) -> Iterator[Organ]:
+        """The district's own units (committee, council, communes, offices...)."""
+        return (o for o in self._organs.values() if o.is_local)
+
+    def by_kind(self, kind: str) -> list[Organ]:
+        """The organs of one kind, in file order."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}; expected one of {sorted(KINDS)}")
+        return [o for o in self._organs.values() if o.kind == kind]
+
+    def resolve(self, organ_id: str) -> Route:
+        """The route a document addressed to *organ_id* takes.
+
+        Raises ValidationError (``invalid_organ_id``) for a malformed id and
+        (``unroutable_recipient``) when the recipient is the hub itself: the
+        hub relays documents, it is never their destination.
+        """
+        check_organ_id(organ_id)
+        organ = self._organs.get(organ_id)
+        if organ is None:
+            return Route(self.upstream_route, None, False)
+        if organ is self._hub:
+            raise ValidationError(
+                f"{organ_id} is this hub ({organ.name}); it cannot be a recipient",
+                code="unroutable_recipient", details={"organ_id": organ_id})
+        return Route(organ.route, organ, True)
+
+    def routes(self) -> set[str]:
+        """Every route a delivery may take: one adapter instance is needed per name.
+
+        The hub's own route is left out (nothing is delivered to the hub) and
+        the upstream route is always in.
+        """
+        names = {o.route for o in self._organs.values() if o.kind != "hub"}
+        names.add(self.upstream_route)
+        return names
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """One dict per organ, in file order, for ``lienthong directory list --json``."""
+        rows = []
+        for organ in self._organs.values():
+            row = dataclasses.asdict(organ)
+            row["local"] = organ.is_local
+            rows.append(row)
+        return rows
+
+
+def default_directory_path() -> Path:
+    """The directory shipped with the hub: ``conf/directory.toml``."""
+    resource = files("conf") / "directory.toml"
+    if not isinstance(resource, Path):
+        # Installed inside a zip: the file has no path of its own.
+        raise ConfigError(f"the bundled directory {resource} is not a file on disk; "
+                          "give the directory's path explicitly")
+    return resource
+
+
+# -- checks -------------------------------------------------------------------
+
+
+def _where(source: str, index: int, organ_id: object) -> str:
+    return f"{source}: organ entry {index} (id {organ_id!r})"
+
+
+def _organ_from_entry(entry: object, index: int, path: Path) -> Organ:
+    """Turn one ``[[organ]]`` table into an Organ, or say what is wrong with it."""
+    source = str(path)
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{source}: organ entry {index} is not a table",
+                          details={"path": source, "index": index})
+    where = _where(source, index, entry.get("id"))
+
+    def fail(problem: str) -> ConfigError:
+        return ConfigError(f"{where}: {problem}",
+                           details={"path": source, "index": index, "id": entry.get("id")})
+
+    known = set(_REQUIRED) | set(_OPTIONAL_STR) | {"illustrative"}
+    unknown = sorted(set(entry) - known)
+    if unknown:
+        raise fail(f"unknown field(s) {', '.join(map(repr, unknown))}; "
+                   f"known fields are {', '.join(sorted(known))}")
+    missing = [name for name in _REQUIRED if name not in entry]
+    if missing:
+        raise fail(f"missing required field(s) {', '.join(map(repr, missing))}")
+    for name in (*_REQUIRED, *_OPTIONAL_STR):
+        if name in entry and not isinstance(entry[name], str):
+            raise fail(f"field {name!r} must be a string, not {type(entry[name]).__name__}")
+    illustrative = entry.get("illustrative", False)
+    if not isinstance(illustrative, bool):
+        raise fail("field 'illustrative' must be true or false")
+
+    fields: dict[str, Any] = {name: entry[name] for name in (*_REQUIRED, *_OPTIONAL_STR)
+                              if name in entry}
+    # Certificates are named relative to the directory file, wherever the hub runs.
+    for name in ("cert", "ca"):
+        if fields.get(name):
+            fields[name] = str(path.parent / fields[name])
+    organ = Organ(illustrative=illustrative, **fields)
+    _check_organ(organ, where, details={"path": source, "index": index})
+    return organ
+
+
+def _check_organ(organ: Organ, where: str,
+                 details: dict[str, Any] | None = None) -> None:
+    """The rules every entry obeys, whether it came from a file or from code."""
+
+    def fail(problem: str) -> ConfigError:
+        return ConfigError(f"{where}: {problem}",
+                           details={**(details or {}), "id": organ.id})
+
+    if not is_organ_id(organ.id):
+        raise fail("id is not an OrganId of the form AAA.BB.CC.DDD "
+                   "(three digits, two, two, a capital letter and two digits)")
+    if not isinstance(organ.name, str) or not organ.name.strip():
+        raise fail("name is empty")
+    if organ.kind not in KINDS:
+        raise fail(f"unknown kind {organ.kind!r}; expected one of "
+                   f"{', '.join(sorted(KINDS))}")
+    if not isinstance(organ.route, str) or not organ.route:
+        raise fail("route is empty")
+    if not _ROUTE_NAME.match(organ.route):
+        raise fail(f"route {organ.route!r} is not a route name "
+                   "(lower case letters, digits, '-', '_', dotted: e.g. peer.yenbinh)")
+    if organ.is_local and organ.route != MAILBOX_ROUTE:
+        raise fail(f"a local unit (kind {organ.kind!r}) must use route "
+                   f"{MAILBOX_ROUTE!r}, not {organ.route!r}")
+    if (organ.kind == "hub") != (organ.route == HUB_ROUTE):
+        raise fail(f"route {HUB_ROUTE!r} is reserved for, and required of, "
+                   "the entry of kind 'hub'")
+    if not isinstance(organ.illustrative, bool):
+        raise fail("illustrative must be true or false")
+    if organ.parent is not None:
+        if not is_organ_id(organ.parent):
+            raise fail(f"parent {organ.parent!r} is not an OrganId")
+        if organ.parent == organ.id:
+            raise fail("an organ cannot be its own parent")
+    if organ.signature_policy is not None \
+            and organ.signature_policy not in SIGNATURE_POLICIES:
+        raise fail(f"unknown signature_policy {organ.signature_policy!r}; expected "
+                   f"one of {', '.join(sorted(SIGNATURE_POLICIES))}")
