@@ -26,7 +26,7 @@ COMMANDS: dict[str, Command] = {}
 
 #: Feature modules that add commands: each has ``add_parsers(sub, common)`` and
 #: registers its handlers with ``@command(name)``.
-CLI_MODULES: tuple[str, ...] = ()
+CLI_MODULES: tuple[str, ...] = ("hub.cli_queue",)
 
 #: Organisations whose tokens `make run` prints, for the README walkthrough.
 EXAMPLE_TOKENS = (("000.01.48.H63", "agency", "UBND thị trấn Mậu A (commune)"),
@@ -208,4 +208,7 @@ def cmd_conf(args: argparse.Namespace, settings: Settings) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy: feature modules
+    # register their commands on ``hub.cli``.
+    from hub.cli import main as _main
+    sys.exit(_main())
