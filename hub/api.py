@@ -23,7 +23,7 @@ from hub.web import (HUB, XML_TYPES, errors_middleware, hub_of, identity, int_pa
                      read_body)
 
 #: Feature modules that mount their own routes: each has ``setup_routes(app)``.
-ROUTE_MODULES: tuple[str, ...] = ()
+ROUTE_MODULES: tuple[str, ...] = ("hub.queue_api", "hub.events", "hub.metrics")
 
 # -- envelopes ---------------------------------------------------------------
 
@@ -163,13 +163,14 @@ def add_routes(app: web.Application) -> None:
         importlib.import_module(name).setup_routes(app)
 
 
-def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) -> web.Application:
+def create_app(settings: Settings, *, clock: Callable[[], float] | None = None,
+               adapters: dict[str, Any] | None = None) -> web.Application:
     """The aiohttp application for ``settings``; the hub opens with the app."""
     app = web.Application(middlewares=[errors_middleware],
                           client_max_size=settings.max_envelope_size + 1)
 
     async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
-        async with open_hub(settings, clock=clock) as hub:
+        async with open_hub(settings, clock=clock, run_queue=True, adapters=adapters) as hub:
             app[HUB] = hub
             yield
 

@@ -11,7 +11,9 @@ authenticated identity to ``accept()``.  In order:
 4. checks against the hub's knowledge: the sender is known and is the
    authenticated organisation, every recipient resolves to a route, a status
    message answers a document the spool holds;
-5. sender signature check (policy per organisation);
+5. sender signature check (``hub.signing``; policy per organisation:
+   required, verify_if_present, record_only), against the certificate the
+   trust store pins for the sender — never the one the signature carries;
 6. one durable transaction (``spool.store``): payload, envelope, one delivery
    per recipient, business status, event log.  Duplicates are found there,
    atomically: the same sender + DocumentId + bytes again is the same
@@ -23,13 +25,19 @@ the event log (kind ``refused``) for the audit trail.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Callable
 
 from hub import edxml, xmlsafe
 from hub.auth import Identity
 from hub.context import HubContext
+from hub.directory import Directory
+from hub.keys import TrustStore
+from hub.receipts_xml import ReceiptFields, build_receipt
+from hub.signing import verify_sender
 from hub.errors import BackpressureError, ForbiddenError, HubError, ValidationError
 from spool import NewDelivery, NewEnvelope, StatusRecord
 from spool.ids import new_message_id
@@ -56,21 +64,25 @@ class AcceptResult:
     kind: str
     document_id: str | None
     recipients: list[dict[str, str]]
+    receipt_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        url = (f"/v1/receipts/{self.receipt_id}" if self.receipt_id
+               else f"/v1/receipts?document={self.id}")
         return {"id": self.id, "kind": self.kind, "document_id": self.document_id,
-                "recipients": self.recipients, "receipt_url": f"/v1/receipts?document={self.id}"}
+                "recipients": self.recipients, "receipt_id": self.receipt_id, "receipt_url": url}
 
 
-def inspect(raw: bytes, max_size: int, max_depth: int, strict: bool) -> Inspected:
-    """Steps 1–3: pure CPU work on the bytes, no hub state."""
+def inspect(raw: bytes, *, max_size: int, max_depth: int, strict: bool, identity: str,
+            directory: Directory, trust: TrustStore,
+            policy_of: Callable[[str], str]) -> Inspected:
+    """Steps 2–5 on the bytes: parse, validate, extract, sender, signature (CPU only)."""
     tree = xmlsafe.parse(raw, max_size=max_size, max_depth=max_depth)
     xmlsafe.validate(tree)
     env = edxml.extract(tree, strict=strict)
-    signature = {"result": "unsigned", "detail": "no signature"}
-    if env.signatures:
-        signature = {"result": "recorded", "detail": f"signature element(s) present: "
-                     f"{', '.join(env.signatures)}; not verified"}
+    _check_sender(directory, env, identity)
+    check = verify_sender(tree.getroot(), env.sender, trust, policy_of(env.sender))
+    signature = {"result": check.result, "detail": check.detail, "signer": check.signer}
     return Inspected(env, hashlib.sha256(raw).hexdigest(), signature)
 
 
@@ -97,15 +109,17 @@ async def _accept(hub: HubContext, raw: bytes, identity: Identity, origin: str,
                               http_status=413)
     check_backpressure(hub)
     with hub.spool.announce():
-        strict = s.organ_id_policy == "strict"
-        ins: Inspected = await hub.run_cpu(inspect, raw, s.max_envelope_size, s.max_xml_depth,
-                                           strict, big=len(raw) > _BIG)
+        work = functools.partial(
+            inspect, raw, max_size=s.max_envelope_size, max_depth=s.max_xml_depth,
+            strict=s.organ_id_policy == "strict", identity=identity.organ,
+            directory=hub.directory, trust=hub.trust, policy_of=hub.signature_policy)
+        ins: Inspected = await hub.run_cpu(work, big=len(raw) > _BIG)
         env = ins.envelope
-        _check_sender(hub, env, identity)
         if env.kind == "status":
             rec = await _status_record(hub, env, ins, raw, origin, notice_for)
         else:
             rec = _edoc_record(hub, env, ins, raw, origin)
+        rec.receipt = acceptance_receipt(hub, rec)
         result = await hub.spool.store(rec)
     if result.created:
         hub.wake_qmgr(result.recipients)
@@ -113,7 +127,21 @@ async def _accept(hub: HubContext, raw: bytes, identity: Identity, origin: str,
                  env.document_id or env.status_code, ",".join(r["organ"] for r in result.recipients))
     else:
         log.info("%s re-submitted by %s: same message", result.id, env.sender)
-    return AcceptResult(result.id, result.created, env.kind, env.document_id, result.recipients)
+    return AcceptResult(result.id, result.created, env.kind, env.document_id, result.recipients,
+                        result.receipt_id)
+
+
+def acceptance_receipt(hub: HubContext, rec: NewEnvelope) -> tuple[str, float, bytes]:
+    """The hub's signed receipt for ``rec``, committed in the same transaction."""
+    at = hub.clock()
+    receipt_id = f"{rec.id}.accepted"
+    xml = build_receipt(ReceiptFields(
+        receipt_id=receipt_id, message_id=rec.id, document_sha256=rec.sha256,
+        document_id=rec.document_id or rec.dedup_key, sender=rec.sender, event="accepted",
+        state="queued", time=datetime.fromtimestamp(at, timezone.utc),
+        sender_signature=rec.signature["result"], hub_id=hub.hub_id,
+        business_status=rec.status_code), hub.keys)
+    return receipt_id, at, xml
 
 
 def check_backpressure(hub: HubContext) -> None:
@@ -124,13 +152,13 @@ def check_backpressure(hub: HubContext) -> None:
                                 details={"retry_after": pressure.retry_after})
 
 
-def _check_sender(hub: HubContext, env: edxml.Envelope, identity: Identity) -> None:
-    if env.sender != identity.organ:
-        raise ForbiddenError(f"envelope is from {env.sender} but you are {identity.organ}",
+def _check_sender(directory: Directory, env: edxml.Envelope, identity: str) -> None:
+    if env.sender != identity:
+        raise ForbiddenError(f"envelope is from {env.sender} but you are {identity}",
                              code="sender_mismatch",
                              details={"path": "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader/From/OrganId",
-                                      "from": env.sender, "authenticated": identity.organ})
-    if hub.directory.get(env.sender) is None:
+                                      "from": env.sender, "authenticated": identity})
+    if directory.get(env.sender) is None:
         raise ValidationError(f"sender {env.sender} is not in the directory", code="unknown_sender")
 
 

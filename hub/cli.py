@@ -26,7 +26,7 @@ COMMANDS: dict[str, Command] = {}
 
 #: Feature modules that add commands: each has ``add_parsers(sub, common)`` and
 #: registers its handlers with ``@command(name)``.
-CLI_MODULES: tuple[str, ...] = ("hub.cli_queue",)
+CLI_MODULES: tuple[str, ...] = ("hub.cli_queue", "hub.cli_tail", "hub.cli_keys")
 
 #: Organisations whose tokens `make run` prints, for the README walkthrough.
 EXAMPLE_TOKENS = (("000.01.48.H63", "agency", "UBND thị trấn Mậu A (commune)"),
@@ -42,15 +42,19 @@ def command(name: str) -> Callable[[Command], Command]:
     return register
 
 
-def common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", type=Path, help="hub.toml to read (default: built-in defaults)")
-    parser.add_argument("--data", help="data directory (overrides data_dir)")
+def common(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    # Subcommands repeat the options with SUPPRESS defaults, so that
+    # `lienthong -c F conf` and `lienthong conf -c F` both work.
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument("-c", "--config", type=Path, default=default,
+                        help="hub.toml to read (default: built-in defaults)")
+    parser.add_argument("--data", default=default, help="data directory (overrides data_dir)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="lienthong", description="lienthong-hub: document interchange hub "
                                   "for edXML (QCVN 102:2016)")
-    common(top)
+    common(top, top=True)
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("serve", help="run the hub (HTTP API, queue manager)")

@@ -53,6 +53,16 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
     return check
 
 
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "yes", "1", "on"):
+        return True
+    if str(value).lower() in ("false", "no", "0", "off"):
+        return False
+    raise ConfigError(f"must be true or false, not {value!r}")
+
+
 def _listen(value: Any) -> str:
     host, sep, port = str(value).rpartition(":")
     if not sep or not host or not port.isdigit():
@@ -94,6 +104,19 @@ PARAMS: tuple[Param, ...] = (
     Param("default_signature_policy", "verify_if_present",
           _choice("required", "verify_if_present", "record_only"),
           "Sender-signature policy for organisations whose directory entry sets none."),
+    Param("hub_key_file", "", str,
+          "The hub's signing key (PEM; its password, if any, in the environment variable "
+          "LIENTHONG_KEY_PASSWORD). Empty: development keys under data_dir/keys."),
+    Param("hub_cert_file", "", str, "The hub's certificate (PEM, optionally followed by its chain)."),
+    Param("hub_pkcs12_file", "", str, "Alternatively, key and certificate in one PKCS#12 file."),
+    Param("trust_ca_file", "", str,
+          "CA (PEM) that issues organisations' signing certificates, for directory entries that "
+          "pin no certificate of their own."),
+    Param("dev_keys", True, _bool,
+          "With no hub key configured, generate a development CA, hub key and one key per "
+          "organisation under data_dir/keys on first start (`lienthong keys init` does it by hand)."),
+    Param("checkpoint_interval", "1h", parse_duration,
+          "How often the hub signs a checkpoint of the audit log's chain head (also at shutdown)."),
     Param("token_lifetime", "365d", parse_duration, "Lifetime of tokens issued by `lienthong token`."),
     Param("minimal_backoff", "60s", parse_duration, "Shortest wait before retrying a deferred delivery."),
     Param("maximal_backoff", "4000s", parse_duration, "Longest wait between two delivery attempts."),

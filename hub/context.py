@@ -10,16 +10,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 from hub.auth import TokenAuthority, load_secret
+from hub.errors import ConfigError
+from hub.keys import HubKeys, TrustStore, init_dev_keys, load_hub_keys
 from hub.clock import Clock
 from hub.config import Settings
 from hub.directory import Directory, default_directory_path
 from spool import SqliteSpool, open_spool
 
 log = logging.getLogger("hub")
+
+
+def load_crypto(settings: Settings, directory: Directory) -> tuple[HubKeys, TrustStore]:
+    """The hub's signing keys and the trust store, loaded once at start."""
+    dev_dir = None
+    if settings.hub_pkcs12_file or settings.hub_key_file:
+        password = os.environ.get("LIENTHONG_KEY_PASSWORD")
+        keys = load_hub_keys(Path(settings.hub_key_file) if settings.hub_key_file else None,
+                             Path(settings.hub_cert_file) if settings.hub_cert_file else None,
+                             password=password.encode() if password else None,
+                             pkcs12_file=Path(settings.hub_pkcs12_file) if settings.hub_pkcs12_file else None)
+    else:
+        if not settings.dev_keys:
+            raise ConfigError("no hub key configured: set hub_key_file and hub_cert_file (or "
+                              "hub_pkcs12_file), or dev_keys = true")
+        dev_dir = settings.data_path / "keys"
+        if not (dev_dir / "hub.key").exists():
+            report = init_dev_keys(dev_dir, directory.hub.id,
+                                   [o.id for o in directory if o.kind != "hub"])
+            log.warning("generated development keys in %s (%d files): not for production",
+                        dev_dir, len(report.created))
+        keys = load_hub_keys(dev_dir / "hub.key", dev_dir / "hub.pem", ca_file=dev_dir / "ca.pem")
+    trust = TrustStore.build([(o.id, o.cert, o.ca) for o in directory], dev_keys_dir=dev_dir,
+                             default_ca=Path(settings.trust_ca_file) if settings.trust_ca_file else None)
+    return keys, trust
 
 
 def load_directory(settings: Settings) -> Directory:
@@ -29,13 +58,16 @@ def load_directory(settings: Settings) -> Directory:
 
 class HubContext:
     def __init__(self, settings: Settings, directory: Directory, spool: SqliteSpool,
-                 tokens: TokenAuthority, clock: Callable[[], float]) -> None:
+                 tokens: TokenAuthority, clock: Callable[[], float], keys: HubKeys,
+                 trust: TrustStore) -> None:
         self.settings = settings
         self.directory = directory
         self.spool = spool
         self.tokens = tokens
         self.clock = clock
         self.counters: dict[str, Any] = {}
+        self.keys = keys
+        self.trust = trust
         self.qmgr: Any = None  # hub.qmgr.QueueManager once started
         self.pressure: Any = None  # hub.pressure.Pressure once started
 
@@ -44,15 +76,24 @@ class HubContext:
         if self.qmgr is not None and any(r["route"] != "mailbox" for r in recipients):
             self.qmgr.wake()
 
+    def signature_policy(self, organ_id: str) -> str:
+        organ = self.directory.get(organ_id)
+        return (organ.signature_policy if organ and organ.signature_policy
+                else self.settings.default_signature_policy)
+
     async def wire_form(self, raw: bytes) -> bytes:
-        """The bytes an adapter sends onwards (the hop-signed form once keys are loaded)."""
-        return raw
+        """The bytes an adapter sends onwards: the original with the hub's
+        TraceHeader and hop signature appended (the spool keeps the original)."""
+        from hub.signing import sign_hop
+        now = datetime.fromtimestamp(self.clock(), timezone.utc)
+        return await asyncio.to_thread(sign_hop, raw, hub_id=self.hub_id, keys=self.keys, now=now)
 
     @property
     def hub_id(self) -> str:
         return self.directory.hub.id
 
     async def run_cpu(self, fn: Callable[..., Any], *args: Any, big: bool = False) -> Any:
+        # Small envelopes are cheaper inline than the hop to a thread and back.
         """Run CPU-bound cleanup work; large inputs go to a thread to keep the loop live."""
         if big:
             return await asyncio.to_thread(fn, *args)
@@ -74,9 +115,10 @@ async def open_hub(settings: Settings, *, clock: Callable[[], float] | None = No
     settings.data_path.mkdir(parents=True, exist_ok=True)
     tokens = TokenAuthority(load_secret(settings.data_path),
                             known_organ=lambda organ: organ in directory)
+    keys, trust = load_crypto(settings, directory)
     spool = open_spool(settings, clock)
     await spool.open()
-    hub = HubContext(settings, directory, spool, tokens, clock)
+    hub = HubContext(settings, directory, spool, tokens, clock, keys, trust)
     try:
         if run_queue:
             from adapters.registry import build_adapters

@@ -83,6 +83,36 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_message ON events(message_id);
     """,
+    # 2: signed receipts, signed checkpoints of the event chain, small settings.
+    """
+    CREATE TABLE receipts (
+        id              TEXT PRIMARY KEY,
+        event_id        INTEGER NOT NULL UNIQUE,  -- the event the receipt attests
+        message_id      TEXT NOT NULL,
+        event           TEXT NOT NULL,            -- accepted | delivered | failed | status
+        sender          TEXT NOT NULL,
+        recipient       TEXT,
+        state           TEXT,
+        business_status TEXT,
+        at              REAL NOT NULL,
+        xml             BLOB NOT NULL             -- signed by the hub
+    );
+    CREATE INDEX receipts_message ON receipts(message_id);
+    CREATE INDEX receipts_sender ON receipts(sender, at);
+    CREATE INDEX receipts_recipient ON receipts(recipient, at);
+    CREATE INDEX receipts_at ON receipts(at);
+    CREATE TABLE checkpoints (
+        id          INTEGER PRIMARY KEY,
+        at          REAL NOT NULL,
+        event_id    INTEGER NOT NULL,             -- the chain head it covers
+        head_hash   TEXT NOT NULL,
+        xml         BLOB NOT NULL                 -- signed by the hub
+    );
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 )
 
 

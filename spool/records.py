@@ -43,6 +43,8 @@ class NewEnvelope:
     origin: str
     deliveries: list[NewDelivery]
     status: StatusRecord | None = None
+    #: The signed acceptance receipt, committed with the envelope: (id, at, xml).
+    receipt: tuple[str, float, bytes] | None = None
 
     @property
     def size(self) -> int:
@@ -54,6 +56,7 @@ class StoreResult:
     id: str
     created: bool
     recipients: list[dict[str, str]]
+    receipt_id: str | None = None
 
 
 @dataclasses.dataclass(slots=True)

@@ -393,7 +393,10 @@ def _store(tx: Tx, rec: NewEnvelope, payload_rel: str | None, inline_limit: int,
         if row[1] == rec.sha256:
             recips = c.execute("SELECT recipient, route FROM deliveries WHERE envelope_id = ? "
                                "ORDER BY id", (row[0],)).fetchall()
-            return StoreResult(row[0], False, [{"organ": r, "route": rt} for r, rt in recips])
+            receipt = c.execute("SELECT id FROM receipts WHERE message_id = ? AND event = 'accepted'",
+                                (row[0],)).fetchone()
+            return StoreResult(row[0], False, [{"organ": r, "route": rt} for r, rt in recips],
+                               receipt[0] if receipt else None)
         raise ConflictError(
             f"DocumentId {rec.document_id!r} was already sent by {rec.sender} with other content",
             details={"document_id": rec.document_id, "existing_id": row[0]})
@@ -414,9 +417,17 @@ def _store(tx: Tx, rec: NewEnvelope, payload_rel: str | None, inline_limit: int,
                   [(rec.id, d.recipient, d.route, State.QUEUED.value, tx.now, tx.now + lifetime,
                     tx.now, tx.now) for d in rec.deliveries])
     recipients = [{"organ": d.recipient, "route": d.route} for d in rec.deliveries]
-    tx.event("accepted", message_id=rec.id, organ=rec.sender, state=State.QUEUED.value,
-             kind_of=rec.kind, document_id=rec.document_id, sha256=rec.sha256, size=rec.size,
-             recipients=recipients, signature=rec.signature.get("result"), origin=rec.origin)
+    accepted = tx.event("accepted", message_id=rec.id, organ=rec.sender, state=State.QUEUED.value,
+                        kind_of=rec.kind, document_id=rec.document_id, sha256=rec.sha256,
+                        size=rec.size, recipients=recipients,
+                        signature=rec.signature.get("result"), origin=rec.origin)
+    receipt_id = None
+    if rec.receipt is not None:
+        receipt_id, at, xml = rec.receipt
+        c.execute("INSERT INTO receipts (id, event_id, message_id, event, sender, recipient, state, "
+                  "business_status, at, xml) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                  (receipt_id, accepted.id, rec.id, "accepted", rec.sender, None,
+                   State.QUEUED.value, rec.status_code, at, xml))
     if rec.status is not None:
         s = rec.status
         c.execute("INSERT INTO statuses (envelope_id, organ, status_code, description, timestamp, "
@@ -427,7 +438,7 @@ def _store(tx: Tx, rec: NewEnvelope, payload_rel: str | None, inline_limit: int,
                   (s.status_code, tx.now, s.envelope_id, s.organ))
         tx.event("status_received", message_id=s.envelope_id, organ=s.organ,
                  status_code=s.status_code, status_message_id=rec.id, description=s.description)
-    return StoreResult(rec.id, True, recipients)
+    return StoreResult(rec.id, True, recipients, receipt_id)
 
 
 def _ack(tx: Tx, organ: str, message_id: str) -> str:

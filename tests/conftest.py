@@ -23,10 +23,25 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
+@pytest.fixture(scope="session")
+def dev_keys(tmp_path_factory) -> Path:
+    """Development keys made once per test run: CA, hub, one key per organisation."""
+    from hub.context import load_directory
+    from hub.keys import init_dev_keys
+    keys = tmp_path_factory.mktemp("keys")
+    directory = load_directory(build_settings({}))
+    init_dev_keys(keys, directory.hub.id, [o.id for o in directory if o.kind != "hub"])
+    return keys
+
+
 @pytest.fixture
-def make_settings(tmp_path: Path):
+def make_settings(tmp_path: Path, dev_keys: Path):
+    """Settings on a fresh data directory, signing with the shared test keys
+    (organisations are trusted through the dev CA that issued theirs)."""
     def make(**overrides: Any):
-        raw = {"data_dir": str(tmp_path / "var"), **overrides}
+        raw = {"data_dir": str(tmp_path / "var"), "hub_key_file": str(dev_keys / "hub.key"),
+               "hub_cert_file": str(dev_keys / "hub.pem"), "trust_ca_file": str(dev_keys / "ca.pem"),
+               **overrides}
         return build_settings(raw)
     return make
 
