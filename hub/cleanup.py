@@ -166,7 +166,7 @@ def _deliveries(hub: HubContext, recipients: list[str], *, path: str) -> list[Ne
     out = []
     for index, organ in enumerate(recipients, 1):
         try:
-            route = hub.directory.resolve(organ)
+            route = hub.directory.resolve(organ, strict=hub.settings.organ_id_policy == "strict")
         except ValidationError as exc:
             exc.details.setdefault("path", f"{path}[{index}]/OrganId")
             raise

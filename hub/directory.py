@@ -82,6 +82,10 @@ _REQUIRED = ("id", "name", "kind", "route")
 _OPTIONAL_STR = ("email", "address", "parent", "signature_policy", "cert", "ca")
 
 
+#: What lenient mode routes: dotted alphanumeric groups (same rule as hub.edxml).
+_LENIENT_ORGAN_ID = re.compile(r"^[0-9A-Za-z]+(\.[0-9A-Za-z]+){1,4}$")
+
+
 def is_organ_id(value: object) -> bool:
     """True when *value* is an OrganId in the strict ``AAA.BB.CC.DDD`` form."""
     return isinstance(value, str) and _ORGAN_ID.match(value) is not None
@@ -251,14 +255,17 @@ class Directory:
             raise ValueError(f"unknown kind {kind!r}; expected one of {sorted(KINDS)}")
         return [o for o in self._organs.values() if o.kind == kind]
 
-    def resolve(self, organ_id: str) -> Route:
+    def resolve(self, organ_id: str, *, strict: bool = True) -> Route:
         """The route a document addressed to *organ_id* takes.
 
+        ``strict=False`` (the hub's lenient ``organ_id_policy``) also routes the
+        shorter dotted ids real producers send, such as ``28.22.H17``.
         Raises ValidationError (``invalid_organ_id``) for a malformed id and
         (``unroutable_recipient``) when the recipient is the hub itself: the
         hub relays documents, it is never their destination.
         """
-        check_organ_id(organ_id)
+        if strict or not _LENIENT_ORGAN_ID.match(organ_id):
+            check_organ_id(organ_id)
         organ = self._organs.get(organ_id)
         if organ is None:
             return Route(self.upstream_route, None, False)

@@ -218,3 +218,19 @@ async def test_inbox_pages(client, auth):
     assert [i["id"] for i in page["items"]] == ids[:2]
     page2 = await (await client.get(page["next"], headers=auth(VP_UBND))).json()
     assert [i["id"] for i in page2["items"]] == ids[2:4]
+
+
+@pytest.mark.parametrize("policy,status", [("lenient", 202), ("strict", 422)])
+async def test_organ_id_policy(aiohttp_client, make_settings, policy, status):
+    from hub.api import HUB, create_app
+    client = await aiohttp_client(create_app(make_settings(organ_id_policy=policy)))
+    token = client.app[HUB].tokens.issue(MAU_A)
+    resp = await client.post("/v1/envelopes", data=samples.edoc(MAU_A, ["28.22.H17"], 1),
+                             headers={"Authorization": f"Bearer {token}", **XML})
+    body = await resp.json()
+    assert resp.status == status, body
+    if status == 202:
+        assert body["recipients"] == [{"organ": "28.22.H17", "route": "provincial"}]
+    else:
+        assert body["error"]["code"] == "bad_organ_id"
+        assert body["error"]["details"]["path"].endswith("To[1]/OrganId")
