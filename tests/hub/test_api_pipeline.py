@@ -233,4 +233,4 @@ async def test_organ_id_policy(aiohttp_client, make_settings, policy, status):
         assert body["recipients"] == [{"organ": "28.22.H17", "route": "provincial"}]
     else:
         assert body["error"]["code"] == "bad_organ_id"
-        assert body["error"]["details"]["path"].endswith("To[1]/OrganId")
+        assert body["error"]["details"]["path"].endswith("/To/OrganId")
