@@ -89,15 +89,15 @@ async def get_inbox(request: web.Request) -> web.Response:
     hub = hub_of(request)
     ident = identity(request, "agency")
     limit = int_param(request, "limit", 100, 1, 1000)
-    items = await hub.spool.inbox(ident.organ, after=request.query.get("after"), limit=limit)
+    items = await hub.spool.inbox(ident.organ, after=int_param(request, "after", 0), limit=limit)
     out = [{"id": i["id"], "kind": i["kind"], "sender": i["sender"],
             "document_id": i["document_id"], "subject": i["subject"], "code": i["code"],
             "status_code": i["status_code"], "size": i["size"], "sha256": i["sha256"],
             "received_at": iso(i["received_at"]), "fetched": i["fetched_at"] is not None,
-            "url": f"/v1/inbox/{i['id']}"} for i in items]
+            "url": f"/v1/inbox/{i['id']}", "cursor": i["delivery_id"]} for i in items]
     body: dict[str, Any] = {"organ": ident.organ, "items": out}
     if len(out) == limit:
-        body["next"] = f"/v1/inbox?after={out[-1]['id']}&limit={limit}"
+        body["next"] = f"/v1/inbox?after={out[-1]['cursor']}&limit={limit}"
     return json_response(body)
 
 

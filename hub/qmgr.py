@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -290,4 +291,11 @@ class QueueManager:
             await asyncio.to_thread(self.hub.spool.payloads.remove, rel)
         if paths:
             log.info("retention: removed %d payload files", len(paths))
-        return len(paths)
+        # Files left by a crash between their write and the commit: an hour
+        # old and referenced by no row.
+        spool = self.hub.spool
+        referenced = await spool.payload_paths()
+        swept = await asyncio.to_thread(spool.payloads.sweep, referenced, time.time() - 3600)
+        if swept:
+            log.info("removed %d payload files no envelope references", swept)
+        return len(paths) + swept

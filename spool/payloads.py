@@ -28,6 +28,7 @@ class PayloadStore:
         rel = self.relpath(sha256)
         final = self.root / rel
         if final.exists() and final.stat().st_size == len(data):
+            os.utime(final)  # fresh again: a sweep running now must not take it
             return rel
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
@@ -56,6 +57,24 @@ class PayloadStore:
             (self.root / rel).unlink()
         except FileNotFoundError:
             pass
+
+    def sweep(self, referenced: set[str], older_than: float) -> int:
+        """Remove files no row references (a crash between write and commit)
+        and stale temporaries, if last touched before ``older_than``."""
+        removed = 0
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                full = os.path.join(dirpath, name)
+                rel = os.path.relpath(full, self.root)
+                if rel in referenced:
+                    continue
+                try:
+                    if os.stat(full).st_mtime < older_than:
+                        os.unlink(full)
+                        removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
 
     def usage(self) -> int:
         total = 0

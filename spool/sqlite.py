@@ -320,13 +320,19 @@ class SqliteSpool(QueueMixin):
             raise NotFoundError(f"payload {sha256} was removed by retention")
         return await asyncio.to_thread(self.payloads.get, row["path"])
 
-    async def inbox(self, organ: str, *, after: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    async def inbox(self, organ: str, *, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """What waits in ``organ``'s mailbox, in commit order.
+
+        Paged on the delivery id, which the single writer assigns in commit
+        order, so a client that keeps its cursor between polls never skips a
+        document committed after its last poll (message ids are minted before
+        the commit and need not arrive in order)."""
         rows = await self._all(
             "SELECT e.id, e.kind, e.sender, e.document_id, e.subject, e.code, e.status_code, "
             "e.size, e.sha256, e.received_at, d.id AS delivery_id, d.fetched_at "
             "FROM deliveries d JOIN envelopes e ON e.id = d.envelope_id "
             "WHERE d.recipient = ? AND d.route = 'mailbox' AND d.state = 'queued' "
-            "AND e.id > ? ORDER BY e.id LIMIT ?", (organ, after or "", limit))
+            "AND d.id > ? ORDER BY d.id LIMIT ?", (organ, after, limit))
         return [dict(r) for r in rows]
 
     async def inbox_item(self, organ: str, message_id: str) -> dict[str, Any] | None:

@@ -103,6 +103,11 @@ class QueueMixin:
             f"WHERE {' AND '.join(where)} ORDER BY d.id LIMIT ?", (*params, limit))
         return [dict(r) for r in rows]
 
+    async def payload_paths(self) -> set[str]:
+        """Every payload file a row references (housekeeping's sweep keeps these)."""
+        rows = await self._all("SELECT path FROM payloads WHERE path IS NOT NULL")
+        return {r["path"] for r in rows}
+
     async def retire_payloads(self, before: float) -> list[str]:
         """Retention: drop the bytes of documents whose deliveries are all final
         since ``before``; metadata and the event log stay.  Returns file paths to

@@ -27,16 +27,17 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable, Iterator
+from typing import Any
 
 import aiohttp
 import pytest
+from support import AN_BINH, MAU_A, VP_UBND, free_port
 
 from hub import samples
 from hub.auth import TokenAuthority, load_secret
 from spool.sqlite_tx import GENESIS_HASH, event_hash
-from support import AN_BINH, MAU_A, VP_UBND, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -87,6 +88,11 @@ class HubServer:
         return self.proc is not None and self.proc.poll() is None
 
     async def start(self) -> None:
+        """Start the process and wait until it answers /healthz (bounded)."""
+        self._spawn()
+        await self._wait_healthy()
+
+    def _spawn(self) -> None:
         assert not self.running, "the hub is already running"
         self.starts += 1
         cmd = [sys.executable, "-m", "hub.cli", "serve", "--data", str(self.data),
@@ -97,7 +103,6 @@ class HubServer:
             self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL,
                                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        await self._wait_healthy()
 
     async def _wait_healthy(self) -> None:
         # /healthz answers only once the app's startup (spool open, recovery) is done.
@@ -111,7 +116,7 @@ class HubServer:
                     async with http.get(f"{self.base}/healthz") as resp:
                         if resp.status == 200:
                             return
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     pass
                 if time.monotonic() > deadline:
                     pytest.fail(f"the hub did not answer /healthz within {START_TIMEOUT:.0f} s "
@@ -223,12 +228,13 @@ class Client:
         """POST the document; record the answer, or the error if the hub died first."""
         doc.status = doc.id = doc.error = doc.body = None
         try:
+            headers = {**self.auth(doc.sender), "Content-Type": XML}
             async with self.http.post(f"{self.base}/v1/envelopes", data=doc.raw,
-                                      headers={**self.auth(doc.sender), "Content-Type": XML}) as resp:
+                                      headers=headers) as resp:
                 body = await resp.json()
                 doc.status, doc.body = resp.status, body
                 doc.id = body.get("id") if isinstance(body, dict) else None
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             doc.status, doc.id = None, None
             doc.error = type(exc).__name__
 
@@ -253,7 +259,8 @@ class Client:
 
     async def fetch_and_ack(self, organ: str, doc: Doc, acks: int = 1) -> None:
         assert doc.id is not None
-        async with self.http.get(f"{self.base}/v1/inbox/{doc.id}", headers=self.auth(organ)) as resp:
+        url = f"{self.base}/v1/inbox/{doc.id}"
+        async with self.http.get(url, headers=self.auth(organ)) as resp:
             raw = await resp.read()
             assert resp.status == 200, (organ, doc.id, resp.status, raw[:300])
             assert raw == doc.raw, f"{doc.id}: {organ} got other bytes than {doc.sender} sent"
@@ -321,7 +328,7 @@ def check_event_chain(conn: sqlite3.Connection) -> int:
                                            "state, detail, prev_hash, hash FROM events "
                                            "ORDER BY id"), start=1):
         assert r["id"] == count, f"event ids not dense: expected {count}, found {r['id']}"
-        assert r["prev_hash"] == prev, f"event {count}: prev_hash does not link to event {count - 1}"
+        assert r["prev_hash"] == prev, f"event {count}: prev_hash does not link to the one before"
         digest = event_hash(prev, r["id"], r["at"], r["kind"], r["message_id"], r["delivery_id"],
                             r["organ"], r["state"], r["detail"])
         assert r["hash"] == digest, f"event {count}: hash does not recompute"
@@ -431,7 +438,9 @@ async def test_sigkill_under_load_loses_nothing_and_delivers_once(hub_server, tm
     assert server.stop() == 0, server.log_tail()
     conn = open_ro(server.data)
     try:
-        one = lambda sql: conn.execute(sql).fetchone()[0]  # noqa: E731
+        def one(sql: str) -> Any:
+            return conn.execute(sql).fetchone()[0]
+
         assert one("PRAGMA integrity_check") == "ok"
         assert one("SELECT COUNT(*) FROM envelopes") == len(docs)
         assert one("SELECT COUNT(*) FROM deliveries") == deliveries
@@ -463,7 +472,8 @@ async def test_sigkill_under_load_loses_nothing_and_delivers_once(hub_server, tm
           f"{len(before_kill)} answered 202 before SIGKILL, {len(lost)} in flight lost "
           f"({len(committed_unanswered)} had committed: 200 on resubmit, "
           f"{len(lost) - len(committed_unanswered)} not: 202), {len(unsent)} sent after restart; "
-          f"{events} events chained, {len(files)} payload files ({len(stray)} stray); load to kill {t_load:.1f} s, "
+          f"{events} events chained, {len(files)} payload files ({len(stray)} stray); "
+          f"load to kill {t_load:.1f} s, "
           f"total {time.monotonic() - t0:.1f} s")
 
 

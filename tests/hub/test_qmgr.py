@@ -262,3 +262,28 @@ async def test_the_live_loop_delivers_without_help(queue_settings):
             await asyncio.sleep(0.02)
         assert delivery(hub, res.id)["state"] == "delivered"
         assert hub.qmgr.scheduler is not None and hub.qmgr.scheduler.running
+
+
+async def test_housekeeping_retires_old_payloads_and_sweeps_orphans(make_settings, clock):
+    import os
+    import time
+    settings = make_settings(delivered_retention="1d", inline_payload_limit="1KiB")
+    async with open_hub(settings, clock=clock, run_queue=True, queue_auto=False,
+                        adapters={"mailbox": MailboxAdapter("mailbox", {})}) as hub:
+        done = await cleanup.accept(hub, samples.edoc(MAU_A, [VP_UBND], 1, size=4000), Identity(MAU_A, "agency"))
+        waiting = await cleanup.accept(hub, samples.edoc(MAU_A, [VP_UBND], 2, size=4000), Identity(MAU_A, "agency"))
+        await hub.spool.ack(VP_UBND, done.id)
+        # a crash between a payload's write and its commit leaves an orphan file
+        orphan = hub.spool.payloads.root / "ab" / "cd" / ("abcd" + "0" * 60)
+        orphan.parent.mkdir(parents=True)
+        orphan.write_bytes(b"orphan")
+        os.utime(orphan, (time.time() - 7200, time.time() - 7200))
+        clock.advance(2 * 86400)
+        assert await hub.qmgr.housekeeping() == 2
+        assert not orphan.exists()
+        done_env, waiting_env = await hub.spool.envelope(done.id), await hub.spool.envelope(waiting.id)
+        assert not hub.spool.payloads.path(done_env["sha256"]).exists()  # final and old: retired
+        assert await hub.spool.payload(waiting_env["sha256"])  # still queued: kept
+        with pytest.raises(Exception):
+            await hub.spool.payload(done_env["sha256"])
+        assert (await hub.spool.envelope(done.id))["document_id"]  # metadata stays
