@@ -115,6 +115,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from hub.api import create_app
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # APScheduler narrates every timer run at INFO; the hub logs what matters.
+    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
     app = create_app(settings)
     print(f"lienthong-hub listening on http://{settings.listen} (data: {settings.data_path})",
           flush=True)
