@@ -17,7 +17,7 @@ from aiohttp import web
 from hub import cleanup
 from hub.config import Settings
 from hub.context import open_hub
-from hub.errors import AuthError, NotFoundError, ValidationError
+from hub.errors import ForbiddenError, NotFoundError, ValidationError
 from hub.web import (HUB, XML_TYPES, errors_middleware, hub_of, identity, int_param, iso,
                      json_response,
                      read_body)
@@ -53,7 +53,7 @@ async def get_envelope(request: web.Request) -> web.Response:
     deliveries = await hub.spool.deliveries(message_id)
     recipients = {d["recipient"] for d in deliveries}
     if not ident.may_see(env["sender"], *recipients):
-        raise AuthError(f"envelope {message_id} is not yours", code="forbidden", http_status=403)
+        raise ForbiddenError(f"envelope {message_id} is not yours")
     if ident.role == "agency" and ident.organ != env["sender"]:
         deliveries = [d for d in deliveries if d["recipient"] == ident.organ]
     statuses = await hub.spool.statuses(message_id)
