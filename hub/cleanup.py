@@ -25,37 +25,17 @@ the event log (kind ``refused``) for the audit trail.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
 import logging
-from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
-from hub import edxml, xmlsafe
 from hub.auth import Identity
 from hub.context import HubContext
-from hub.directory import Directory
-from hub.keys import TrustStore
-from hub.receipts_xml import ReceiptFields, build_receipt
-from hub.signing import verify_sender
+from hub.cpu import Inspected
 from hub.errors import BackpressureError, ForbiddenError, HubError, ValidationError
 from spool import NewDelivery, NewEnvelope, StatusRecord
 from spool.ids import new_message_id
 
 log = logging.getLogger("hub.cleanup")
-
-#: Envelopes above this size are parsed in a worker thread, not on the event loop.
-_BIG = 256 * 1024
-
-
-@dataclasses.dataclass(slots=True)
-class Inspected:
-    """What cleanup learnt from the bytes alone (picklable: may come from a worker)."""
-
-    envelope: edxml.Envelope
-    sha256: str
-    signature: dict[str, Any]
-
 
 @dataclasses.dataclass(slots=True)
 class AcceptResult:
@@ -71,19 +51,6 @@ class AcceptResult:
                else f"/v1/receipts?document={self.id}")
         return {"id": self.id, "kind": self.kind, "document_id": self.document_id,
                 "recipients": self.recipients, "receipt_id": self.receipt_id, "receipt_url": url}
-
-
-def inspect(raw: bytes, *, max_size: int, max_depth: int, strict: bool, identity: str,
-            directory: Directory, trust: TrustStore,
-            policy_of: Callable[[str], str]) -> Inspected:
-    """Steps 2–5 on the bytes: parse, validate, extract, sender, signature (CPU only)."""
-    tree = xmlsafe.parse(raw, max_size=max_size, max_depth=max_depth)
-    xmlsafe.validate(tree)
-    env = edxml.extract(tree, strict=strict)
-    _check_sender(directory, env, identity)
-    check = verify_sender(tree.getroot(), env.sender, trust, policy_of(env.sender))
-    signature = {"result": check.result, "detail": check.detail, "signer": check.signer}
-    return Inspected(env, hashlib.sha256(raw).hexdigest(), signature)
 
 
 async def accept(hub: HubContext, raw: bytes, identity: Identity, *,
@@ -109,17 +76,13 @@ async def _accept(hub: HubContext, raw: bytes, identity: Identity, origin: str,
                               http_status=413)
     check_backpressure(hub)
     with hub.spool.announce():
-        work = functools.partial(
-            inspect, raw, max_size=s.max_envelope_size, max_depth=s.max_xml_depth,
-            strict=s.organ_id_policy == "strict", identity=identity.organ,
-            directory=hub.directory, trust=hub.trust, policy_of=hub.signature_policy)
-        ins: Inspected = await hub.run_cpu(work, big=len(raw) > _BIG)
+        message_id = new_message_id(hub.clock())
+        ins = await hub.cpu.inspect(raw, identity.organ, message_id, hub.clock())
         env = ins.envelope
         if env.kind == "status":
-            rec = await _status_record(hub, env, ins, raw, origin, notice_for)
+            rec = await _status_record(hub, message_id, ins, raw, origin, notice_for)
         else:
-            rec = _edoc_record(hub, env, ins, raw, origin)
-        rec.receipt = acceptance_receipt(hub, rec)
+            rec = _edoc_record(hub, message_id, ins, raw, origin)
         result = await hub.spool.store(rec)
     if result.created:
         hub.wake_qmgr(result.recipients)
@@ -131,35 +94,12 @@ async def _accept(hub: HubContext, raw: bytes, identity: Identity, origin: str,
                         result.receipt_id)
 
 
-def acceptance_receipt(hub: HubContext, rec: NewEnvelope) -> tuple[str, float, bytes]:
-    """The hub's signed receipt for ``rec``, committed in the same transaction."""
-    at = hub.clock()
-    receipt_id = f"{rec.id}.accepted"
-    xml = build_receipt(ReceiptFields(
-        receipt_id=receipt_id, message_id=rec.id, document_sha256=rec.sha256,
-        document_id=rec.document_id or rec.dedup_key, sender=rec.sender, event="accepted",
-        state="queued", time=datetime.fromtimestamp(at, timezone.utc),
-        sender_signature=rec.signature["result"], hub_id=hub.hub_id,
-        business_status=rec.status_code), hub.keys)
-    return receipt_id, at, xml
-
-
 def check_backpressure(hub: HubContext) -> None:
     """Refuse new work (503) while the spool is over quota or the disk nearly full."""
     pressure = getattr(hub, "pressure", None)
     if pressure is not None and pressure.reason:
         raise BackpressureError(f"the hub is not accepting new envelopes: {pressure.reason}",
                                 details={"retry_after": pressure.retry_after})
-
-
-def _check_sender(directory: Directory, env: edxml.Envelope, identity: str) -> None:
-    if env.sender != identity:
-        raise ForbiddenError(f"envelope is from {env.sender} but you are {identity}",
-                             code="sender_mismatch",
-                             details={"path": "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader/From/OrganId",
-                                      "from": env.sender, "authenticated": identity})
-    if directory.get(env.sender) is None:
-        raise ValidationError(f"sender {env.sender} is not in the directory", code="unknown_sender")
 
 
 def _deliveries(hub: HubContext, recipients: list[str], *, path: str) -> list[NewDelivery]:
@@ -174,18 +114,20 @@ def _deliveries(hub: HubContext, recipients: list[str], *, path: str) -> list[Ne
     return out
 
 
-def _edoc_record(hub: HubContext, env: edxml.Envelope, ins: Inspected, raw: bytes,
+def _edoc_record(hub: HubContext, message_id: str, ins: Inspected, raw: bytes,
                  origin: str) -> NewEnvelope:
+    env = ins.envelope
     deliveries = _deliveries(hub, env.recipients,
                              path="/edXML/edXMLEnvelope/edXMLHeader/MessageHeader/To")
     assert env.document_id is not None
-    return NewEnvelope(new_message_id(), "edoc", env.sender, env.document_id, env.document_id,
+    return NewEnvelope(message_id, "edoc", env.sender, env.document_id, env.document_id,
                        ins.sha256, raw, env.subject, env.code, None, None, ins.signature, origin,
-                       deliveries)
+                       deliveries, receipt=ins.receipt)
 
 
-async def _status_record(hub: HubContext, env: edxml.Envelope, ins: Inspected, raw: bytes,
+async def _status_record(hub: HubContext, message_id: str, ins: Inspected, raw: bytes,
                          origin: str, notice_for: str | None) -> NewEnvelope:
+    env = ins.envelope
     rf = env.response_for[0]
     path = "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader/ResponseFor"
     original = await hub.spool.find_document(rf.organ_id, rf.document_id)
@@ -211,9 +153,9 @@ async def _status_record(hub: HubContext, env: edxml.Envelope, ins: Inspected, r
     deliveries = _deliveries(hub, targets, path=path)
     status = StatusRecord(original["id"], about, env.status_code or "", env.description,
                           env.timestamp.strftime("%Y/%m/%d %H:%M:%S") if env.timestamp else None)
-    return NewEnvelope(new_message_id(), "status", env.sender, f"status:{ins.sha256}",
+    return NewEnvelope(message_id, "status", env.sender, f"status:{ins.sha256}",
                        rf.document_id, ins.sha256, raw, env.description, None, env.status_code,
-                       original["id"], ins.signature, origin, deliveries, status)
+                       original["id"], ins.signature, origin, deliveries, status, ins.receipt)
 
 
 def _record_refusal(hub: HubContext, identity: Identity, origin: str, exc: HubError) -> None:

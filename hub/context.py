@@ -13,13 +13,14 @@ import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from hub.auth import TokenAuthority, load_secret
 from hub.errors import ConfigError
 from hub.keys import HubKeys, TrustStore, init_dev_keys, load_hub_keys
 from hub.clock import Clock
 from hub.config import Settings
+from hub.cpu import Cleaner, CpuPool
 from hub.directory import Directory, default_directory_path
 from spool import SqliteSpool, open_spool
 
@@ -68,18 +69,17 @@ class HubContext:
         self.counters: dict[str, Any] = {}
         self.keys = keys
         self.trust = trust
+        self.cpu = CpuPool(Cleaner.from_settings(settings, directory, keys, trust), settings)
         self.qmgr: Any = None  # hub.qmgr.QueueManager once started
         self.pressure: Any = None  # hub.pressure.Pressure once started
+        #: Run by ``open_hub`` at close, newest first, after the queue manager has
+        #: stopped and before the spool closes (the audit's last checkpoint).
+        self.on_close: list[Callable[[], Awaitable[Any]]] = []
 
     def wake_qmgr(self, recipients: list[dict[str, str]]) -> None:
         """New deliveries were committed: dispatch push routes now, not at the next sweep."""
         if self.qmgr is not None and any(r["route"] != "mailbox" for r in recipients):
             self.qmgr.wake()
-
-    def signature_policy(self, organ_id: str) -> str:
-        organ = self.directory.get(organ_id)
-        return (organ.signature_policy if organ and organ.signature_policy
-                else self.settings.default_signature_policy)
 
     async def wire_form(self, raw: bytes) -> bytes:
         """The bytes an adapter sends onwards: the original with the hub's
@@ -91,13 +91,6 @@ class HubContext:
     @property
     def hub_id(self) -> str:
         return self.directory.hub.id
-
-    async def run_cpu(self, fn: Callable[..., Any], *args: Any, big: bool = False) -> Any:
-        # Small envelopes are cheaper inline than the hop to a thread and back.
-        """Run CPU-bound cleanup work; large inputs go to a thread to keep the loop live."""
-        if big:
-            return await asyncio.to_thread(fn, *args)
-        return fn(*args)
 
 
 @contextlib.asynccontextmanager
@@ -137,4 +130,9 @@ async def open_hub(settings: Settings, *, clock: Callable[[], float] | None = No
             await hub.qmgr.stop()
         if hub.pressure is not None:
             await hub.pressure.stop()
+        for hook in reversed(hub.on_close):
+            try:
+                await hook()
+            except Exception:  # one failing hook never keeps the spool open
+                log.exception("close hook %r failed", hook)
         await spool.close()

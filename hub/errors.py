@@ -27,11 +27,20 @@ class HubError(Exception):
             self.http_status = http_status
         self.details: dict[str, Any] = details or {}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross process boundaries (cleanup workers): keep code and details.
+        return (_rebuild, (type(self), self.message, self.code, self.details, self.http_status))
+
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.details:
             body["details"] = self.details
         return {"error": body}
+
+
+def _rebuild(cls: type[HubError], message: str, code: str, details: dict[str, Any],
+             http_status: int) -> HubError:
+    return cls(message, code=code, details=details, http_status=http_status)
 
 
 class ValidationError(HubError):

@@ -1,0 +1,140 @@
+"""The CPU-bound half of cleanup, runnable inline or in worker processes.
+
+Parsing, XSD validation, field extraction, the sender-signature check and
+signing the acceptance receipt depend only on the bytes and on read-only
+state (directory, trust store, hub key).  ``Cleaner.inspect`` does all of it
+and returns a picklable ``Inspected``; cleanup then does the parts that need
+the spool (routes, status correlation, the commit).
+
+With ``cpu_workers = N > 0`` the work runs in a pool of N processes, each
+of which loads the directory and keys once at start (never per message);
+with 0 it runs inline on the event loop (large envelopes in a thread), which
+is cheapest for small documents on a single core.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import hashlib
+import multiprocessing
+from datetime import datetime, timezone
+from typing import Any
+
+from hub import edxml, xmlsafe
+from hub.directory import Directory
+from hub.errors import ForbiddenError, ValidationError
+from hub.keys import HubKeys, TrustStore
+from hub.receipts_xml import ReceiptFields, build_receipt
+from hub.signing import verify_sender
+
+#: Envelopes above this size are parsed in a worker thread, not on the event loop.
+BIG = 256 * 1024
+
+
+@dataclasses.dataclass(slots=True)
+class Inspected:
+    """What cleanup learnt from the bytes alone, and the receipt it signed."""
+
+    envelope: edxml.Envelope
+    sha256: str
+    signature: dict[str, Any]
+    receipt: tuple[str, float, bytes]
+
+
+@dataclasses.dataclass(frozen=True)
+class Cleaner:
+    max_size: int
+    max_depth: int
+    strict: bool
+    default_policy: str
+    directory: Directory
+    trust: TrustStore
+    keys: HubKeys
+
+    @classmethod
+    def from_settings(cls, settings: Any, directory: Directory, keys: HubKeys,
+                      trust: TrustStore) -> "Cleaner":
+        return cls(settings.max_envelope_size, settings.max_xml_depth,
+                   settings.organ_id_policy == "strict", settings.default_signature_policy,
+                   directory, trust, keys)
+
+    def policy_of(self, organ_id: str) -> str:
+        organ = self.directory.get(organ_id)
+        return organ.signature_policy if organ and organ.signature_policy else self.default_policy
+
+    def inspect(self, raw: bytes, identity: str, message_id: str, at: float) -> Inspected:
+        """Parse, validate, extract, check the sender and its signature, sign the receipt."""
+        tree = xmlsafe.parse(raw, max_size=self.max_size, max_depth=self.max_depth)
+        xmlsafe.validate(tree)
+        env = edxml.extract(tree, strict=self.strict)
+        self.check_sender(env, identity)
+        check = verify_sender(tree.getroot(), env.sender, self.trust, self.policy_of(env.sender))
+        signature = {"result": check.result, "detail": check.detail, "signer": check.signer}
+        sha256 = hashlib.sha256(raw).hexdigest()
+        receipt_id = f"{message_id}.accepted"
+        document_id = env.document_id or (env.response_for[0].document_id if env.response_for else sha256)
+        xml = build_receipt(ReceiptFields(
+            receipt_id=receipt_id, message_id=message_id, document_sha256=sha256,
+            document_id=document_id, sender=env.sender, event="accepted", state="queued",
+            time=datetime.fromtimestamp(at, timezone.utc), sender_signature=check.result,
+            hub_id=self.directory.hub.id, business_status=env.status_code), self.keys)
+        return Inspected(env, sha256, signature, (receipt_id, at, xml))
+
+    def check_sender(self, env: edxml.Envelope, identity: str) -> None:
+        if env.sender != identity:
+            raise ForbiddenError(
+                f"envelope is from {env.sender} but you are {identity}", code="sender_mismatch",
+                details={"path": "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader/From/OrganId",
+                         "from": env.sender, "authenticated": identity})
+        if self.directory.get(env.sender) is None:
+            raise ValidationError(f"sender {env.sender} is not in the directory",
+                                  code="unknown_sender")
+
+
+# -- worker processes -------------------------------------------------------------
+
+_worker: Cleaner | None = None
+
+
+def _init_worker(raw_settings: dict[str, Any]) -> None:
+    global _worker
+    from hub.config import build_settings
+    from hub.context import load_crypto, load_directory
+    settings = build_settings(raw_settings)
+    directory = load_directory(settings)
+    keys, trust = load_crypto(settings, directory)
+    _worker = Cleaner.from_settings(settings, directory, keys, trust)
+
+
+def _inspect_in_worker(raw: bytes, identity: str, message_id: str, at: float) -> Inspected:
+    assert _worker is not None, "worker not initialised"
+    return _worker.inspect(raw, identity, message_id, at)
+
+
+class CpuPool:
+    """Where ``Cleaner.inspect`` runs: inline, in a thread, or in worker processes."""
+
+    def __init__(self, cleaner: Cleaner, settings: Any) -> None:
+        self.cleaner = cleaner
+        self.workers = settings.cpu_workers
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        if self.workers > 0:
+            # spawn, not fork: the parent already runs threads (aiosqlite).
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker, initargs=(settings.raw(),))
+
+    async def inspect(self, raw: bytes, identity: str, message_id: str, at: float) -> Inspected:
+        if self._pool is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pool, _inspect_in_worker, raw, identity,
+                                              message_id, at)
+        if len(raw) > BIG:
+            return await asyncio.to_thread(self.cleaner.inspect, raw, identity, message_id, at)
+        return self.cleaner.inspect(raw, identity, message_id, at)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
