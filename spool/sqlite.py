@@ -79,8 +79,9 @@ class SqliteSpool(QueueMixin):
         self._queue: asyncio.Queue[_Op | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self._expecting = 0
-        self._last_event_id = 0
+        self._last_event_id = 0  # the writer's chain head (may be ahead of COMMIT)
         self._last_hash = GENESIS_HASH
+        self._committed_event_id = 0  # what readers can see
         self._new_event = asyncio.Event()
         self._listeners: list[Callable[[list[Event]], None]] = []
         self.batches = 0
@@ -102,6 +103,7 @@ class SqliteSpool(QueueMixin):
         row = await self._one("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1")
         if row is not None:
             self._last_event_id, self._last_hash = row["id"], row["hash"]
+            self._committed_event_id = row["id"]
         self._writer_task = asyncio.create_task(self._writer(), name="spool-writer")
 
     async def close(self) -> None:
@@ -224,6 +226,7 @@ class SqliteSpool(QueueMixin):
         self._listeners.append(fn)
 
     def _publish(self, events: list[Event]) -> None:
+        self._committed_event_id = max(self._committed_event_id, events[-1].id)
         for fn in self._listeners:
             try:
                 fn(events)
@@ -234,11 +237,12 @@ class SqliteSpool(QueueMixin):
 
     @property
     def last_event_id(self) -> int:
-        return self._last_event_id
+        """The newest committed event (readers can see it)."""
+        return self._committed_event_id
 
     async def wait_for_events(self, after: int, timeout: float) -> bool:
         """Wait until an event newer than ``after`` is committed (or timeout)."""
-        if self._last_event_id > after:
+        if self._committed_event_id > after:
             return True
         waiter = self._new_event
         try:
