@@ -23,7 +23,8 @@ from hub.web import (HUB, XML_TYPES, errors_middleware, hub_of, identity, int_pa
                      read_body)
 
 #: Feature modules that mount their own routes: each has ``setup_routes(app)``.
-ROUTE_MODULES: tuple[str, ...] = ("hub.queue_api", "hub.events", "hub.metrics")
+ROUTE_MODULES: tuple[str, ...] = ("hub.queue_api", "hub.events", "hub.metrics", "hub.receipts",
+                                  "hub.audit")
 
 # -- envelopes ---------------------------------------------------------------
 

@@ -26,7 +26,8 @@ COMMANDS: dict[str, Command] = {}
 
 #: Feature modules that add commands: each has ``add_parsers(sub, common)`` and
 #: registers its handlers with ``@command(name)``.
-CLI_MODULES: tuple[str, ...] = ("hub.cli_queue", "hub.cli_tail", "hub.cli_keys")
+CLI_MODULES: tuple[str, ...] = ("hub.cli_queue", "hub.cli_tail", "hub.cli_keys", "hub.cli_receipts",
+                                "hub.cli_audit")
 
 #: Organisations whose tokens `make run` prints, for the README walkthrough.
 EXAMPLE_TOKENS = (("000.01.48.H63", "agency", "UBND thị trấn Mậu A (commune)"),
