@@ -25,8 +25,9 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 import aiohttp
 
@@ -203,6 +204,7 @@ class Tail:
         self.token = token
         self.printer = printer
         self.last_id = after
+        self.resuming = False
 
     async def run(self, follow: bool) -> int:
         timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=READ_TIMEOUT)
@@ -215,11 +217,14 @@ class Tail:
                         return 0
                     delay = BACKOFF_FIRST
                     note(f"the hub closed the stream after #{self.last_id or 0}; reconnecting")
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError, Trouble) as exc:
+                except BrokenPipeError:
+                    raise  # our reader left, not the hub
+                except (TimeoutError, aiohttp.ClientError, OSError, Trouble) as exc:
                     if not follow:
                         raise HubError(f"cannot read events from {self.url}: {_why(exc)}",
                                        code="hub_unreachable") from None
                     note(f"{_why(exc)}; reconnecting in {delay:.0f}s after #{self.last_id or 0}")
+                self.resuming = True
                 await asyncio.sleep(delay)
                 delay = min(BACKOFF_MAX, delay * 2)
 
@@ -230,6 +235,9 @@ class Tail:
         params = dict(self.params) if follow else {**self.params, "once": "1"}
         async with session.get(self.url, params=params, headers=headers) as resp:
             await _check(resp)
+            if self.resuming:
+                note(f"reconnected; resuming after #{self.last_id or 0}")
+                self.resuming = False
             parser = SSEParser()
             async for chunk in resp.content.iter_any():
                 for msg in parser.feed(chunk):
@@ -265,7 +273,11 @@ async def _check(resp: aiohttp.ClientResponse) -> None:
 
 
 def _why(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {exc.host}:{exc.port}"
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return "timed out connecting"
+    if isinstance(exc, TimeoutError):
         return f"no data for {READ_TIMEOUT:.0f}s"
     return str(exc) or type(exc).__name__
 

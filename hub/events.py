@@ -12,8 +12,10 @@ Strategy
     ``Last-Event-ID`` header a reconnecting client sends, or ``?after=N``),
     reads ``spool.events`` in pages until it is level with the log, then
     waits in ``spool.wait_for_events`` and reads again.  Because every read
-    starts after the last id sent, a reconnect neither skips nor repeats an
-    event, whatever happened while the client was away.
+    starts after the last id sent (ids are dense and commit in order), a
+    reconnect neither skips nor repeats an event, whatever happened while
+    the client was away.  The wait is armed before the read, so a commit
+    landing in between still wakes the stream at once.
 
 Wire format (one SSE message per event)::
 
@@ -39,12 +41,13 @@ import asyncio
 import json
 import logging
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
 from hub.errors import ValidationError
-from hub.web import hub_of, identity, iso
+from hub.web import HUB, hub_of, identity, iso
 from spool.records import Event
 from spool.states import State
 
@@ -68,16 +71,31 @@ _TRUE, _FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", 
 
 
 class Streams:
-    """The open streams of one app, so that shutdown can end them at once.
+    """The open streams of one app: how far the log is committed, and their waits.
+
+    ``committed`` (fed by a spool listener, so it only ever names committed
+    events) lets a filtered stream move its read position past events that
+    did not match; without it, a tail of a quiet organisation would re-read
+    everything since that organisation's last event on every commit.
 
     aiohttp waits for running handlers before it closes the app; a stream
     that only ends when its client leaves would hold a restart for the whole
-    shutdown timeout.  ``on_shutdown`` is aiohttp's hook for exactly this.
+    shutdown timeout, hence ``shutdown`` (aiohttp's ``on_shutdown`` hook).
     """
 
     def __init__(self) -> None:
         self.closing = False
+        self.committed = 0
         self.waits: set[asyncio.Future[bool]] = set()
+
+    def on_commit(self, events: list[Event]) -> None:
+        if events:
+            self.committed = max(self.committed, events[-1].id)
+
+    async def listen(self, app: web.Application) -> AsyncIterator[None]:
+        # Appended after create_app's own context, so the spool is open here.
+        app[HUB].spool.add_listener(self.on_commit)
+        yield
 
     async def shutdown(self, app: web.Application) -> None:
         self.closing = True
@@ -194,7 +212,7 @@ async def get_events(request: web.Request) -> web.StreamResponse:
         # The client went away: the normal end of a followed stream, not an error.
         log.debug("client left the stream")
         return resp
-    log.debug("stream closed after event %d", last)
+    log.debug("stream closed at event %d", last)
     return resp
 
 
@@ -203,10 +221,11 @@ async def _stream(request: web.Request, resp: web.StreamResponse, after: int, fo
     """Send every matching event after ``after``; with ``follow``, keep going."""
     spool = hub_of(request).spool
     streams = request.app[STREAMS]
-    while not streams.closing:
-        wake = _arm(request, streams) if follow else None
+    while True:
+        # While the hub stops, a follower gets what exists and a clean end.
+        wake = _arm(request, streams) if follow and not streams.closing else None
         try:
-            after = await _catch_up(spool, resp, after, where)
+            after = await _catch_up(spool, resp, after, where, streams.committed)
             if wake is None:
                 return after
             await asyncio.wait([wake])
@@ -215,10 +234,9 @@ async def _stream(request: web.Request, resp: web.StreamResponse, after: int, fo
                 wake.cancel()
                 streams.waits.discard(wake)
         if streams.closing or wake.cancelled():
-            break
+            return after
         if not wake.result():
             await resp.write(b": keepalive\n\n")
-    return after
 
 
 def _arm(request: web.Request, streams: Streams) -> asyncio.Future[bool]:
@@ -232,19 +250,25 @@ def _arm(request: web.Request, streams: Streams) -> asyncio.Future[bool]:
     return wake
 
 
-async def _catch_up(spool: Any, resp: web.StreamResponse, after: int, where: dict[str, Any]) -> int:
-    """Page through the log from ``after`` to its current end; the last id sent."""
+async def _catch_up(spool: Any, resp: web.StreamResponse, after: int, where: dict[str, Any],
+                    committed: int) -> int:
+    """Page through the log from ``after`` to its end; the position reached.
+
+    Every event up to ``committed`` (read before the first query) was visible
+    to these queries, so once they run dry the position may move up to it
+    even when the last events sent are older: they did not match."""
     while True:
         page = await spool.events(after, PAGE, **where)
         if page:
             await resp.write("".join(sse_message(ev) for ev in page).encode("utf-8"))
             after = page[-1].id
         if len(page) < PAGE:
-            return after
+            return max(after, committed)
 
 
 def setup_routes(app: web.Application) -> None:
     streams = Streams()
     app[STREAMS] = streams
+    app.cleanup_ctx.append(streams.listen)
     app.on_shutdown.append(streams.shutdown)
     app.router.add_get("/v1/events", get_events)

@@ -26,8 +26,9 @@ import importlib.metadata
 import logging
 import math
 from collections import Counter
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable
+from typing import Any
 
 from aiohttp import web
 
@@ -101,9 +102,12 @@ class Metrics:
         self.statuses: Counter[str] = Counter()
         self.attempts: Counter[tuple[str, str]] = Counter()
         self.latency: dict[str, Histogram] = {}
+        self.last_event_id = 0
 
     def observe(self, events: list[Event]) -> None:
         """The spool listener: runs on the event loop after every commit, so it stays cheap."""
+        if events:
+            self.last_event_id = max(self.last_event_id, events[-1].id)
         for ev in events:
             if ev.kind == "accepted":
                 self.accepted[str(ev.detail.get("kind_of", "unknown"))] += 1
@@ -200,7 +204,7 @@ def counter_families(out: Exposition, m: Metrics, spool: Any) -> None:
                "batch size" + _SINCE, _one(spool.batched_ops))
 
 
-def gauge_families(out: Exposition, stats: dict[str, Any], now: float, spool: Any) -> None:
+def gauge_families(out: Exposition, m: Metrics, stats: dict[str, Any], now: float) -> None:
     rows: list[tuple[str, str, int]] = stats["deliveries"]
     routes = sorted({route for _state, route, _n in rows})
     counts = {(state, route): n for state, route, n in rows}
@@ -226,8 +230,8 @@ def gauge_families(out: Exposition, stats: dict[str, Any], now: float, spool: An
                "Bytes of envelope payloads held by the spool (inline and files)",
                _one(stats["payload_bytes"]))
     out.family("lienthong_event_log_last_id", "gauge",
-               "Id of the newest event in the spool's event log (compare with a tail's position)",
-               _one(spool.last_event_id))
+               "Id of the newest committed event in the spool's event log (compare with a "
+               "tail's position)", _one(m.last_event_id))
 
 
 def _age(now: float, since: float | None) -> float:
@@ -239,7 +243,7 @@ def render(m: Metrics, stats: dict[str, Any], now: float, spool: Any) -> str:
     out.family("lienthong_build_info", "gauge", "The hub's version (always 1)",
                _one(1, version=m.version))
     counter_families(out, m, spool)
-    gauge_families(out, stats, now, spool)
+    gauge_families(out, m, stats, now)
     return out.text()
 
 
@@ -271,7 +275,9 @@ def setup_routes(app: web.Application) -> None:
 
     async def count_events(app: web.Application) -> AsyncIterator[None]:
         # Appended after create_app's own context, so the hub (and its spool) is open here.
-        app[HUB].spool.add_listener(app[METRICS].observe)
+        spool, metrics = app[HUB].spool, app[METRICS]
+        metrics.last_event_id = spool.last_event_id
+        spool.add_listener(metrics.observe)
         yield
 
     app.cleanup_ctx.append(count_events)

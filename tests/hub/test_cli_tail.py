@@ -22,10 +22,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from support import AN_BINH, HUB_ID, MAU_A, REPO, VP_UBND, free_port
 
 from hub import samples
 from hub.auth import TokenAuthority, load_secret
-from support import AN_BINH, HUB_ID, MAU_A, REPO, VP_UBND, free_port
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -90,7 +90,7 @@ def tail_cmd(hub: ServedHub, *args: str) -> list[str]:
 def run_tail(hub: ServedHub, *args: str, env: dict[str, str] | None = None
              ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(tail_cmd(hub, *args), cwd=REPO, capture_output=True, text=True,
-                          timeout=60, env=env)
+                          timeout=60, env=env, check=False)
 
 
 def json_lines(out: str) -> list[dict]:
@@ -151,8 +151,9 @@ def test_tail_colours_a_terminal_unless_no_color(served):
         env.update(TERM="xterm", **env_extra)
         leader, follower = pty.openpty()
         try:
+            # (a few short lines: they fit the terminal's buffer before we read it)
             proc = subprocess.run(tail_cmd(served), cwd=REPO, stdout=follower,
-                                  stderr=subprocess.PIPE, timeout=60, env=env)
+                                  stderr=subprocess.PIPE, timeout=60, env=env, check=False)
             assert proc.returncode == 0, proc.stderr
             os.close(follower)
             follower = -1
@@ -187,9 +188,7 @@ def test_tail_errors_are_clear(served, tmp_path):
     assert forbidden.returncode == 2 and "forbidden" in forbidden.stderr
     bad_state = run_tail(served, "--state", "bogus")
     assert bad_state.returncode == 2 and "bad_parameter" in bad_state.stderr
-    nobody = subprocess.run(
-        [sys.executable, "-m", "hub.cli", "tail", "--data", str(served.data), "--url",
-         f"http://127.0.0.1:{free_port()}"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    nobody = run_tail(served, "--url", f"http://127.0.0.1:{free_port()}")  # the last --url wins
     assert nobody.returncode == 2
     assert "cannot read events" in nobody.stderr and "Traceback" not in nobody.stderr
 
@@ -238,10 +237,12 @@ def test_tail_follow_resumes_across_a_hub_restart(tmp_path):
             assert hub.submit(MAU_A, samples.edoc(MAU_A, [VP_UBND], n))[0] == 202
         seen += out.take(2)
 
-        # Then: every event exactly once, in order
-        assert [json.loads(line)["id"] for line in seen] == [1, 2, 3, 4, 5]
+        # Then: every event exactly once, in order: what the log holds, no more, no less
+        followed = [json.loads(line)["id"] for line in seen]
+        assert followed == [1, 2, 3, 4, 5]
         time.sleep(0.5)
         assert out.lines.empty(), "tail printed events twice"
+        assert [e["id"] for e in json_lines(run_tail(hub).stdout)] == followed
 
         # And: Ctrl-C ends it quietly with 130
         follower.send_signal(signal.SIGINT)
@@ -261,3 +262,19 @@ def test_tail_without_follow_does_not_need_the_hub_id_when_given_a_token(served)
     done = run_tail(served, "--token", token, "--kind", "refused")
     assert done.returncode == 0, done.stderr
     assert [e["id"] for e in json_lines(done.stdout)] == [2]
+
+
+def test_sse_parser_follows_the_event_stream_rules():
+    from hub.cli_tail import SSEParser
+    parser = SSEParser()
+    stream = (b"\xef\xbb\xbfretry: 2000\r\n\r\n: keepalive\r\n\r\n"
+              b"id: 7\r\nevent: state\r\ndata: {\"a\":\r\ndata:1}\r\n\r\n"
+              b"id: 8\n\n"                      # an id alone moves the position, dispatches nothing
+              b"data: plain\r\r"                # CR line endings; default event type
+              b"field without colon\n:comment\nevent:x\ndata:  two spaces\n\n")
+    got = []
+    for i in range(len(stream)):  # one byte at a time: CRLF split across reads included
+        got += parser.feed(stream[i:i + 1])
+    assert [(m.event, m.data, m.id) for m in got] == [
+        ("state", '{"a":\n1}', "7"), ("message", "plain", "8"), ("x", " two spaces", "8")]
+    assert parser.retry_ms == 2000 and parser.last_id == "8"

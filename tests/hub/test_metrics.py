@@ -6,6 +6,7 @@ import re
 import time
 
 import pytest
+from support import HUB_ID, MAU_A, SO_NOIVU, VP_UBND
 
 from adapters.mailbox import MailboxAdapter
 from adapters.stub import StubAdapter
@@ -13,7 +14,6 @@ from hub import samples
 from hub.api import HUB, create_app
 from hub.metrics import BUCKETS, accepted_at
 from spool.ids import new_message_id
-from support import HUB_ID, MAU_A, SO_NOIVU, VP_UBND
 
 XML = {"Content-Type": "application/xml"}
 LUC_YEN = "000.00.44.H63"  # a peer district's hub (route peer.lucyen)
@@ -167,7 +167,7 @@ async def test_counters_and_gauges_after_accepts_refusals_and_an_ack(client, aut
     assert m("lienthong_spool_payload_bytes") > 0
     assert m("lienthong_event_log_last_id") == client.app[HUB].spool.last_event_id
     # the ack's latency is one observation in the mailbox histogram
-    counts, count = m.check_histogram("lienthong_delivery_latency_seconds", route="mailbox")
+    _counts, count = m.check_histogram("lienthong_delivery_latency_seconds", route="mailbox")
     assert count == 1
     assert m("lienthong_delivery_latency_seconds_sum", route="mailbox") < 60
 
@@ -186,11 +186,13 @@ async def test_push_routes_attempts_outcomes_and_depth(aiohttp_client, make_sett
                              headers={"Authorization": f"Bearer {token}", **XML})
     assert resp.status == 202
 
-    # When: the queue manager has made one attempt on each route
+    # When: the queue manager has made one attempt on each route (a scrape reads the
+    # gauges before the counters, so wait for both to show it)
+    outcomes = (("provincial", "delivered"), ("peer.lucyen", "failed"), ("peer.yenbinh", "deferred"))
+
     def settled(m: Scrape) -> bool:
         return all(m("lienthong_delivery_attempts_total", route=r, outcome=o) == 1
-                   for r, o in (("provincial", "delivered"), ("peer.lucyen", "failed"),
-                                ("peer.yenbinh", "deferred")))
+                   and m("lienthong_deliveries", state=o, route=r) == 1 for r, o in outcomes)
     m = await scrape_until(client, settled)
 
     # Then
