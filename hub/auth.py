@@ -22,7 +22,7 @@ import secrets
 import time
 from pathlib import Path
 
-from hub.errors import AuthError, ForbiddenError
+from hub.errors import AuthError, ConfigError, ForbiddenError
 
 ROLES = ("agency", "operator", "auditor", "admin")
 
@@ -48,13 +48,16 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def load_secret(data_dir: Path) -> bytes:
-    """The token secret, created on first use."""
+def load_secret(data_dir: Path, *, create: bool = True) -> bytes:
+    """The token secret, created on first use (only by the hub and ``lienthong token``:
+    a client pointed at the wrong ``--data`` must fail, not invent a secret)."""
     path = data_dir / "secrets" / "token.key"
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        pass
+        if not create:
+            raise ConfigError(f"no token secret at {path}: is {data_dir} the data directory of "
+                              f"the hub you are talking to (--data)?") from None
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

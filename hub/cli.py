@@ -126,8 +126,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _authority(settings: Settings) -> TokenAuthority:
-    return TokenAuthority(load_secret(settings.data_path))
+def _authority(settings: Settings, *, create: bool = False) -> TokenAuthority:
+    """Mints tokens with the hub's secret; only ``lienthong token`` may create it."""
+    return TokenAuthority(load_secret(settings.data_path, create=create))
 
 
 def _directory(settings: Settings):  # type: ignore[no-untyped-def]
@@ -138,7 +139,7 @@ def _directory(settings: Settings):  # type: ignore[no-untyped-def]
 @command("token")
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     directory = _directory(settings)
-    authority = _authority(settings)
+    authority = _authority(settings, create=True)
     if args.examples:
         for organ, role, label in EXAMPLE_TOKENS:
             token = authority.issue(organ, role, settings.token_lifetime)

@@ -33,7 +33,7 @@ from typing import Any
 from aiohttp import web
 
 from hub.web import HUB, hub_of
-from spool.ids import _ALPHABET as CROCKFORD
+from spool.ids import timestamp_of as accepted_at
 from spool.records import Event
 from spool.states import PENDING_STATES, State
 
@@ -46,24 +46,10 @@ BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 1
            600.0, 1800.0, 3600.0)
 _SINCE = " (since the hub process started)"
 _PENDING = frozenset(s.value for s in PENDING_STATES)
-_CROCKFORD = {c: i for i, c in enumerate(CROCKFORD)}
 _OUTCOMES = {State.DELIVERED.value, State.DEFERRED.value, State.FAILED.value}
 
 Labels = tuple[tuple[str, str], ...]
 Sample = tuple[str, Labels, float]
-
-
-def accepted_at(message_id: str | None) -> float | None:
-    """When the hub accepted a message: the ms timestamp in its ULID's first 10 characters."""
-    if not message_id or len(message_id) < 10:
-        return None
-    ms = 0
-    for ch in message_id[:10]:
-        digit = _CROCKFORD.get(ch)
-        if digit is None:
-            return None
-        ms = ms * 32 + digit
-    return ms / 1000.0
 
 
 class Histogram:

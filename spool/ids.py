@@ -19,3 +19,19 @@ def new_message_id(now: float | None = None) -> str:
         chars.append(_ALPHABET[value & 31])
         value >>= 5
     return "".join(reversed(chars))
+
+
+_VALUE = {c: i for i, c in enumerate(_ALPHABET)}
+
+
+def timestamp_of(message_id: str | None) -> float | None:
+    """When a message id was minted (epoch seconds), or None if it is not one of ours."""
+    if not message_id or len(message_id) != 26:
+        return None
+    ms = 0
+    for ch in message_id[:10]:
+        digit = _VALUE.get(ch)
+        if digit is None:
+            return None
+        ms = ms * 32 + digit
+    return ms / 1000.0

@@ -111,3 +111,10 @@ def test_readme_walkthrough_works_verbatim(tmp_path):
         server.terminate()
         server.wait(10)
         log.close()
+
+
+def test_clients_do_not_invent_a_token_secret(tmp_path):
+    out = lienthong("queue", "list", "--data", str(tmp_path / "nowhere"), "--url", "http://127.0.0.1:9",
+                    check=False)
+    assert out.returncode == 2 and "no token secret" in out.stderr
+    assert not (tmp_path / "nowhere").exists()
