@@ -17,7 +17,6 @@ from hub import cleanup, samples
 from hub.auth import Identity
 from hub.context import open_hub
 from hub.qmgr import backoff
-from spool.states import State
 from support import MAU_A, SO_NOIVU, VP_UBND
 
 SO_TAICHINH = "000.00.05.H63"
