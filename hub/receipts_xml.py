@@ -28,8 +28,9 @@ from lxml import etree
 from signxml import SignatureConfiguration, XMLVerifier
 
 from hub.errors import ValidationError
+from hub.dsig_fast import sign_root
 from hub.keys import HubKeys
-from hub.signing import DS, DS_SIGNATURE, parse_xml, sign_enveloped
+from hub.signing import DS, DS_SIGNATURE, parse_xml
 
 RNS = "urn:lienthong-hub:receipt:1"
 VERSION = "1"
@@ -116,10 +117,7 @@ def canonical_body(f: ReceiptFields) -> bytes:
 
 def build_receipt(f: ReceiptFields, keys: HubKeys) -> bytes:
     """Build and sign one receipt; returns the XML bytes to store and serve."""
-    root = receipt_body(f)
-    placeholder = etree.SubElement(root, DS_SIGNATURE, nsmap={"ds": DS})
-    signed, _ = sign_enveloped(root, placeholder, keys.key, keys.cert)
-    return etree.tostring(signed, xml_declaration=True, encoding="UTF-8")
+    return sign_root(receipt_body(f), keys)
 
 
 def build_receipts(fields_list: Iterable[ReceiptFields], keys: HubKeys) -> list[bytes]:

@@ -1,0 +1,64 @@
+"""The hub's fast enveloped signatures are ordinary XML-DSig that signxml verifies."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+from lxml import etree
+from signxml import SignatureConfiguration, XMLVerifier
+from signxml.exceptions import InvalidInput, InvalidSignature
+
+from hub.dsig_fast import sign_root
+from hub.keys import HubKeys, load_hub_keys
+
+
+def rsa_keys() -> HubKeys:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "000.99.48.H63")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    return HubKeys.from_objects(key, cert)
+
+
+def body() -> etree._Element:
+    root = etree.Element("{urn:test}Doc", nsmap={None: "urn:test"})
+    etree.SubElement(root, "{urn:test}Field").text = "giá trị có dấu & <ký tự>"
+    return root
+
+
+@pytest.fixture(params=["ec", "rsa"])
+def keys(request, dev_keys):
+    if request.param == "ec":
+        return load_hub_keys(dev_keys / "hub.key", dev_keys / "hub.pem")
+    return rsa_keys()
+
+
+def verify(xml: bytes, cert) -> bytes:
+    result = XMLVerifier().verify(xml, x509_cert=cert,
+                                  expect_config=SignatureConfiguration(location="./", expect_references=1))
+    return etree.tostring(result.signed_xml)
+
+
+def test_signxml_verifies_it(keys):
+    xml = sign_root(body(), keys)
+    signed = etree.fromstring(verify(xml, keys.cert))
+    assert signed.findtext("{urn:test}Field") == "giá trị có dấu & <ký tự>"
+
+
+def test_tampering_is_detected(keys):
+    xml = sign_root(body(), keys)
+    with pytest.raises(InvalidSignature):
+        verify(xml.replace("giá trị".encode(), "giá trì".encode()), keys.cert)
+
+
+def test_another_key_does_not_verify(keys, dev_keys):
+    other = rsa_keys()
+    with pytest.raises((InvalidSignature, InvalidInput)):
+        verify(sign_root(body(), keys), other.cert)
