@@ -49,8 +49,7 @@ class Pressure:
 
     async def refresh(self) -> str | None:
         s = self.hub.settings
-        stats = await self.hub.spool.stats()
-        self.spool_bytes = stats["payload_bytes"]
+        self.spool_bytes = await self.hub.spool.payload_bytes()
         self.free_bytes = (await asyncio.to_thread(shutil.disk_usage, s.data_path)).free
         reason = None
         if self.spool_bytes > s.spool_quota:

@@ -28,9 +28,8 @@ from lxml import etree
 from signxml import SignatureConfiguration, XMLVerifier
 
 from hub.errors import ValidationError
-from hub.dsig_fast import sign_root
 from hub.keys import HubKeys
-from hub.signing import DS, DS_SIGNATURE, parse_xml
+from hub.signing import DS, DS_SIGNATURE, parse_xml, sign_root
 
 RNS = "urn:lienthong-hub:receipt:1"
 VERSION = "1"

@@ -113,6 +113,14 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    # 3: the queue manager's scans stay proportional to the work due, not to the
+    # backlog: due/next_due_at read (route, state, next_attempt_at) for the
+    # dispatched routes only, the lifetime sweep reads (state, expires_at).
+    """
+    CREATE INDEX deliveries_dispatch ON deliveries(route, state, next_attempt_at);
+    CREATE INDEX deliveries_expiry ON deliveries(state, expires_at);
+    DROP INDEX deliveries_route;
+    """,
 )
 
 

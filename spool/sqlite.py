@@ -52,11 +52,13 @@ WriteFn = Callable[[Tx], Any]
 
 
 class _Op:
-    __slots__ = ("fn", "future")
+    __slots__ = ("fn", "future", "announced")
 
-    def __init__(self, fn: WriteFn, future: asyncio.Future[Any]) -> None:
+    def __init__(self, fn: WriteFn, future: asyncio.Future[Any], announced: bool = False) -> None:
         self.fn = fn
         self.future = future
+        #: Queued by an accept that announced itself: it has arrived, stop waiting for it.
+        self.announced = announced
 
 
 class SqliteSpool(QueueMixin):
@@ -134,12 +136,12 @@ class SqliteSpool(QueueMixin):
         finally:
             self._expecting -= 1
 
-    def write(self, fn: WriteFn) -> Awaitable[Any]:
+    def write(self, fn: WriteFn, *, announced: bool = False) -> Awaitable[Any]:
         """Queue ``fn(tx)`` for the next group commit; resolves after COMMIT."""
         if self._writer_task is None:
             raise SpoolError("the spool is not open")
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Op(fn, fut))
+        self._queue.put_nowait(_Op(fn, fut, announced))
         return fut
 
     async def _writer(self) -> None:
@@ -150,12 +152,16 @@ class SqliteSpool(QueueMixin):
             if first is None:
                 break
             batch = [first]
+            arrived = int(first.announced)
             deadline = loop.time() + self.commit_max_wait
             while len(batch) < self.commit_max_batch:
                 try:
                     op = self._queue.get_nowait()
                 except asyncio.QueueEmpty:
-                    if self._expecting <= 0 or loop.time() >= deadline:
+                    # Wait only for accepts still on their way: one whose store is
+                    # already in this batch is not coming again (a lone accept
+                    # would otherwise wait out commit_max_wait for itself).
+                    if self._expecting <= arrived or loop.time() >= deadline:
                         break
                     await asyncio.sleep(min(0.0005, max(0.0, deadline - loop.time())))
                     continue
@@ -163,6 +169,7 @@ class SqliteSpool(QueueMixin):
                     stopping = True
                     break
                 batch.append(op)
+                arrived += op.announced
             await self._commit_batch(batch)
 
     async def _commit_batch(self, batch: list[_Op]) -> None:
@@ -259,7 +266,7 @@ class SqliteSpool(QueueMixin):
         if rec.size > self.inline_limit:
             payload_rel = await asyncio.to_thread(self.payloads.put, rec.sha256, rec.raw)
         return await self.write(lambda tx: _store(tx, rec, payload_rel, self.inline_limit,
-                                                  self.maximal_lifetime))
+                                                  self.maximal_lifetime), announced=True)
 
     async def transition(self, delivery_id: int, expected: Sequence[State], new: State,
                          **fields: Any) -> bool:
@@ -381,6 +388,12 @@ class SqliteSpool(QueueMixin):
                 "oldest_queued_at": oldest["t"] if oldest else None,
                 "oldest_unfetched_at": oldest_mailbox["t"] if oldest_mailbox else None,
                 "payload_bytes": payload["n"] if payload else 0}
+
+    async def payload_bytes(self) -> int:
+        """Bytes of payload the spool holds (backpressure reads only this)."""
+        row = await self._one("SELECT COALESCE(SUM(size), 0) AS n FROM payloads "
+                              "WHERE data IS NOT NULL OR path IS NOT NULL")
+        return row["n"] if row else 0
 
     async def ping(self) -> None:
         await self._one("SELECT 1")

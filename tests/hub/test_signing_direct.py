@@ -1,4 +1,5 @@
-"""The hub's fast enveloped signatures are ordinary XML-DSig that signxml verifies."""
+"""The hub's direct enveloped signatures (no signxml on the signing side) are
+ordinary XML-DSig that signxml verifies."""
 from __future__ import annotations
 
 import datetime as dt
@@ -12,7 +13,7 @@ from lxml import etree
 from signxml import SignatureConfiguration, XMLVerifier
 from signxml.exceptions import InvalidInput, InvalidSignature
 
-from hub.dsig_fast import sign_root
+from hub.signing import sign_root
 from hub.keys import HubKeys, load_hub_keys
 
 
@@ -62,3 +63,16 @@ def test_another_key_does_not_verify(keys, dev_keys):
     other = rsa_keys()
     with pytest.raises((InvalidSignature, InvalidInput)):
         verify(sign_root(body(), keys), other.cert)
+
+
+def test_sender_signatures_made_directly_verify_with_signxml(dev_keys):
+    from cryptography.hazmat.primitives import serialization
+
+    from hub import samples
+    from hub.signing import sign_envelope
+    organ = "000.01.48.H63"
+    key = serialization.load_pem_private_key((dev_keys / "orgs" / f"{organ}.key").read_bytes(), None)
+    cert = x509.load_pem_x509_certificate((dev_keys / "orgs" / f"{organ}.pem").read_bytes())
+    raw = sign_envelope(samples.edoc(organ, ["000.31.48.H63"], 1), key, cert)
+    XMLVerifier().verify(raw, x509_cert=cert, expect_config=SignatureConfiguration(
+        location=".//", expect_references=1))
