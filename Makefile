@@ -26,5 +26,14 @@ tokens: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# Benchmarks (bench/README.md): the hub as a child process, load from another
+# process on 127.0.0.1; one JSON line per measurement, then a table.
+# BENCH_ARGS passes options, e.g. BENCH_ARGS="--phases accept --json out.jsonl".
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench.run --quick $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info

@@ -124,7 +124,8 @@ PARAMS: tuple[Param, ...] = (
           "A delivery not done after this long fails and its sender gets a failure status."),
     Param("queue_run_delay", "30s", parse_duration, "How often the queue manager sweeps for due deliveries."),
     Param("crash_limit", 3, int, "A delivery active during this many crashes is moved to corrupt."),
-    Param("destination_concurrency", 8, int, "Most deliveries in flight to one route at once."),
+    Param("destination_concurrency", 20, int, "Most deliveries in flight to one route at once "
+          "(Postfix's default_destination_concurrency_limit)."),
     Param("global_concurrency", 64, int, "Most deliveries in flight in total."),
     Param("delivered_retention", "30d", parse_duration,
           "Payloads of documents whose deliveries are all final are deleted after this long "
