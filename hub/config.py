@@ -98,9 +98,10 @@ PARAMS: tuple[Param, ...] = (
           "Group commit: how long the spool writer waits for more concurrent accepts before one "
           "durable commit."),
     Param("commit_max_batch", 256, int, "Group commit: most operations in one transaction."),
-    Param("cpu_workers", 0, int,
-          "Processes for CPU-bound cleanup (parse, validate, verify). 0: run in a thread next to the "
-          "event loop."),
+    Param("cpu_workers", 1, int,
+          "Worker processes for cleanup's CPU work (parse, validate, verify, sign the receipt) on "
+          "envelopes up to 64 KiB, so the hub uses more than one core. 0: all in the hub's own "
+          "process."),
     Param("default_signature_policy", "verify_if_present",
           _choice("required", "verify_if_present", "record_only"),
           "Sender-signature policy for organisations whose directory entry sets none."),

@@ -43,3 +43,28 @@ async def test_worker_processes_accept_verify_and_refuse(aiohttp_client, make_se
     body = await resp.json()
     assert resp.status == 422 and body["error"]["code"] == "bad_date"
     assert body["error"]["details"]["path"].endswith("PromulgationDate")
+
+
+def test_workers_die_with_a_killed_hub(live_server):
+    # Given: a live hub with its default worker pool
+    import os
+    import signal
+    import subprocess
+    import time
+    base, data, _mint = live_server
+    hub_pid = int(subprocess.run(["pgrep", "-f", "--", f"serve --data {data}"], capture_output=True,
+                                 text=True).stdout.split()[0])
+    children = subprocess.run(["pgrep", "-P", str(hub_pid)], capture_output=True, text=True).stdout.split()
+    workers = [int(c) for c in children
+               if "spawn_main" in open(f"/proc/{c}/cmdline", "rb").read().decode(errors="replace")]
+    assert workers, "the hub runs cleanup workers by default"
+    # When: the hub is killed with SIGKILL
+    os.kill(hub_pid, signal.SIGKILL)
+    # Then: its workers go too
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{w}") and
+                                              "Z" not in open(f"/proc/{w}/stat").read().split()[2]
+                                              for w in workers):
+        time.sleep(0.1)
+    assert not [w for w in workers if os.path.exists(f"/proc/{w}")
+                and open(f"/proc/{w}/stat").read().split()[2] != "Z"]
