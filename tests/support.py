@@ -20,3 +20,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+XML = {"Content-Type": "application/xml"}
+
+
+async def submit(client, auth, organ: str, raw: bytes, status: int = 202) -> dict:
+    """POST an envelope as ``organ`` through the real API; assert the status; return the body."""
+    resp = await client.post("/v1/envelopes", data=raw, headers={**auth(organ), **XML})
+    body = await resp.json()
+    assert resp.status == status, body
+    return body

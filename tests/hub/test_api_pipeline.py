@@ -3,17 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from support import AN_BINH, HUB_ID, MAU_A, SO_NOIVU, VP_UBND
+from support import AN_BINH, HUB_ID, MAU_A, SO_NOIVU, VP_UBND, submit
 from hub import samples
 
 XML = {"Content-Type": "application/xml"}
 
 
-async def submit(client, auth, organ, raw, status=202):
-    resp = await client.post("/v1/envelopes", data=raw, headers={**auth(organ), **XML})
-    body = await resp.json()
-    assert resp.status == status, body
-    return body
 
 
 async def test_two_unit_round_trip(client, auth, hub):

@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from lxml import etree
-from support import HUB_ID, MAU_A, SO_NOIVU, VP_UBND
+from support import HUB_ID, MAU_A, SO_NOIVU, VP_UBND, submit
 
 from hub import samples
 from hub.api import HUB, create_app
@@ -25,11 +25,6 @@ from spool.sqlite_tx import _EVENT_COLUMNS, event_hash
 XML = {"Content-Type": "application/xml"}
 
 
-async def submit(client, auth, organ, raw, status=202):
-    resp = await client.post("/v1/envelopes", data=raw, headers={**auth(organ), **XML})
-    body = await resp.json()
-    assert resp.status == status, body
-    return body
 
 
 async def audit(client, auth, query="", status=200):

@@ -12,7 +12,7 @@ import logging
 import time
 
 import pytest
-from support import AN_BINH, HUB_ID, MAU_A, VP_UBND
+from support import AN_BINH, HUB_ID, MAU_A, VP_UBND, submit
 
 from hub import events, samples
 
@@ -63,11 +63,6 @@ class SSE:
         return out
 
 
-async def submit(client, auth, organ, raw, status=202):
-    resp = await client.post("/v1/envelopes", data=raw, headers={**auth(organ), **XML})
-    body = await resp.json()
-    assert resp.status == status, body
-    return body
 
 
 async def once(client, headers, query: str = "") -> list[dict]:

@@ -6,7 +6,7 @@ import re
 import time
 
 import pytest
-from support import HUB_ID, MAU_A, SO_NOIVU, VP_UBND
+from support import HUB_ID, MAU_A, SO_NOIVU, VP_UBND, submit
 
 from adapters.mailbox import MailboxAdapter
 from adapters.stub import StubAdapter
@@ -107,11 +107,6 @@ async def scrape_until(client, ready, timeout: float = 5.0) -> Scrape:
         await asyncio.sleep(0.02)
 
 
-async def submit(client, auth, organ, raw, status=202):
-    resp = await client.post("/v1/envelopes", data=raw, headers={**auth(organ), **XML})
-    body = await resp.json()
-    assert resp.status == status, body
-    return body
 
 
 def test_accepted_at_reads_the_message_id_clock():

@@ -9,15 +9,11 @@ import urllib.request
 import pytest
 
 from hub import samples
-from support import AN_BINH, HUB_ID, MAU_A, REPO, SO_NOIVU, VP_UBND
+from support import AN_BINH, HUB_ID, MAU_A, REPO, SO_NOIVU, VP_UBND, submit
 
 XML = {"Content-Type": "application/xml"}
 
 
-async def submit(client, auth, organ, raw):
-    resp = await client.post("/v1/envelopes", data=raw, headers={**auth(organ), **XML})
-    assert resp.status == 202, await resp.text()
-    return await resp.json()
 
 
 async def queued_to_department(client, auth, n):

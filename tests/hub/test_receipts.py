@@ -12,7 +12,7 @@ import time
 
 import pytest
 from cryptography import x509
-from support import AN_BINH, HUB_ID, MAU_A, SO_NOIVU, VP_UBND
+from support import AN_BINH, HUB_ID, MAU_A, SO_NOIVU, VP_UBND, submit
 
 from hub import cleanup, samples
 from hub.api import create_app
@@ -27,11 +27,6 @@ from hub.signing import sign_envelope
 XML = {"Content-Type": "application/xml"}
 
 
-async def submit(client, auth, organ, raw, status=202):
-    resp = await client.post("/v1/envelopes", data=raw, headers={**auth(organ), **XML})
-    body = await resp.json()
-    assert resp.status == status, body
-    return body
 
 
 async def listing(client, headers, status=200, **query):
