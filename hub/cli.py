@@ -131,6 +131,21 @@ def _authority(settings: Settings, *, create: bool = False) -> TokenAuthority:
     return TokenAuthority(load_secret(settings.data_path, create=create))
 
 
+def hub_url(args: argparse.Namespace, settings: Settings) -> str:
+    """The running hub's base URL: ``--url``, else ``http://<listen>``."""
+    if getattr(args, "url", None):
+        return str(args.url).rstrip("/")
+    host, port = settings.listen_host, settings.listen_port
+    # A hub bound to every address is reached on loopback from its own machine.
+    host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "::": "[::1]"}.get(host, host)
+    return f"http://{host}:{port}"
+
+
+def staff_token(settings: Settings, role: str, lifetime: float = 600) -> str:
+    """A short-lived token for the hub's own staff role (operator, auditor)."""
+    return _authority(settings).issue(_directory(settings).hub.id, role, lifetime)
+
+
 def _directory(settings: Settings):  # type: ignore[no-untyped-def]
     from hub.context import load_directory
     return load_directory(settings)
@@ -159,8 +174,8 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     raw = args.file.read_bytes()
     token = _authority(settings).issue(args.organ, "agency", 3600)
-    base = (args.url or f"http://{settings.listen}").rstrip("/")
-    status, body = http_call("POST", f"{base}/v1/envelopes", token, raw, "application/xml")
+    status, body = http_call("POST", f"{hub_url(args, settings)}/v1/envelopes", token, raw,
+                             "application/xml")
     print(json.dumps(body, ensure_ascii=False, indent=2))
     return 0 if status in (200, 202) else 1
 

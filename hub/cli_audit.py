@@ -46,7 +46,7 @@ from typing import Any
 from cryptography import x509
 
 from hub.audit import PAGE, ChainVerifier, VerifyReport
-from hub.cli import _authority, _directory, command, http_call
+from hub.cli import _directory, command, http_call, hub_url, staff_token
 from hub.config import Settings
 from hub.errors import HubError
 from spool.sqlite_tx import _EVENT_COLUMNS
@@ -97,11 +97,11 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 # -- export ---------------------------------------------------------------------------
 
 def _base(args: argparse.Namespace, settings: Settings) -> str:
-    return (args.url or f"http://{settings.listen}").rstrip("/")
+    return hub_url(args, settings)
 
 
 def _token(settings: Settings) -> str:
-    return _authority(settings).issue(_directory(settings).hub.id, "auditor", 3600)
+    return staff_token(settings, "auditor", 3600)
 
 
 def _get_lines(url: str, token: str) -> list[str]:

@@ -13,7 +13,7 @@ import urllib.parse
 from datetime import datetime
 from typing import Any, Callable
 
-from hub.cli import _authority, _directory, command, http_call
+from hub.cli import command, http_call, hub_url, staff_token
 from hub.config import Settings
 
 
@@ -45,11 +45,9 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
 
 def _call(settings: Settings, args: argparse.Namespace, method: str, path: str,
           body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    hub_id = _directory(settings).hub.id
-    token = _authority(settings).issue(hub_id, "operator", 600)
-    base = (args.url or f"http://{settings.listen}").rstrip("/")
     data = json.dumps(body).encode() if body is not None else None
-    return http_call(method, base + path, token, data, "application/json" if data else None)
+    return http_call(method, hub_url(args, settings) + path, staff_token(settings, "operator"), data,
+                     "application/json" if data else None)
 
 
 def _fail(status: int, body: Any) -> int:

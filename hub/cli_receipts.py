@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from cryptography import x509
 
-from hub.cli import _authority, _directory, command
+from hub.cli import command, hub_url, staff_token
 from hub.config import Settings
 from hub.errors import HubError, ValidationError
 from hub.receipts_xml import EVENTS, RNS, verify_receipt
@@ -82,8 +82,8 @@ def cmd_receipts(args: argparse.Namespace, settings: Settings) -> int:
 
 def _fetch(settings: Settings, args: argparse.Namespace, path: str) -> tuple[int, bytes, str]:
     """GET ``path`` from the running hub as its auditor: (status, body, content type)."""
-    token = _authority(settings).issue(_directory(settings).hub.id, "auditor", 600)
-    base = (args.url or f"http://{settings.listen}").rstrip("/")
+    token = staff_token(settings, "auditor")
+    base = hub_url(args, settings)
     req = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"})
     try:
         with urllib.request.urlopen(req, timeout=120) as resp:

@@ -31,7 +31,7 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from hub.cli import _authority, _directory, command
+from hub.cli import _authority, _directory, command, hub_url
 from hub.config import Settings
 from hub.errors import HubError
 
@@ -284,15 +284,6 @@ def _why(exc: BaseException) -> str:
 
 # -- the command ------------------------------------------------------------------------
 
-def base_url(args: argparse.Namespace, settings: Settings) -> str:
-    if args.url:
-        return args.url.rstrip("/")
-    host, port = settings.listen_host, settings.listen_port
-    # A hub bound to every address is reached on loopback from its own machine.
-    host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "::": "[::1]"}.get(host, host)
-    return f"http://{host}:{port}"
-
-
 def stream_params(args: argparse.Namespace) -> dict[str, str]:
     given = {"organ": args.organ, "state": args.state, "kind": args.kind,
              "message_id": args.message}
@@ -308,7 +299,7 @@ def token_source(args: argparse.Namespace, settings: Settings) -> Callable[[], s
 
 @command("tail")
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
-    tail = Tail(f"{base_url(args, settings)}/v1/events", stream_params(args),
+    tail = Tail(f"{hub_url(args, settings)}/v1/events", stream_params(args),
                 token_source(args, settings), make_printer(args), args.after)
     try:
         return asyncio.run(tail.run(args.follow))
