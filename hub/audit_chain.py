@@ -22,7 +22,8 @@ from signxml import SignatureConfiguration, XMLVerifier
 from hub.errors import ValidationError
 from hub.keys import HubKeys, fingerprint
 from hub.receipts_xml import format_time
-from hub.signing import DS, DS_SIGNATURE, parse_xml, sign_enveloped
+from hub.dsig import DS, DS_SIGNATURE, sign_enveloped
+from hub.signing import parse_xml
 from spool.records import Event
 from spool.sqlite_tx import GENESIS_HASH, event_hash
 

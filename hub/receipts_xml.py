@@ -29,7 +29,8 @@ from signxml import SignatureConfiguration, XMLVerifier
 
 from hub.errors import ValidationError
 from hub.keys import HubKeys
-from hub.signing import DS, DS_SIGNATURE, parse_xml, sign_root
+from hub.dsig import DS, DS_SIGNATURE, sign_root
+from hub.signing import parse_xml
 
 RNS = "urn:lienthong-hub:receipt:1"
 VERSION = "1"
