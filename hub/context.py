@@ -84,14 +84,10 @@ class HubContext:
     async def wire_form(self, raw: bytes) -> bytes:
         """The bytes an adapter sends onwards: the original with the hub's
         TraceHeader and hop signature appended (the spool keeps the original)."""
-        from hub.signing import sign_hop
-        now = datetime.fromtimestamp(self.clock(), timezone.utc)
-        if len(raw) <= 256 * 1024:
-            # Inline, like cleanup's small envelopes: a thread would hold the
-            # GIL in turns with the busy event loop (~5 ms switch interval
-            # each time it blocks) and cost far more than the ~1 ms of work.
-            return sign_hop(raw, hub_id=self.hub_id, keys=self.keys, now=now)
-        return await asyncio.to_thread(sign_hop, raw, hub_id=self.hub_id, keys=self.keys, now=now)
+        # Where cleanup's inspection runs (hub.cpu): a worker process for small
+        # envelopes, inline up to 256 KiB without workers (a thread would hold
+        # the GIL in turns with the busy event loop), a thread above.
+        return await self.cpu.sign_hop(raw, datetime.fromtimestamp(self.clock(), timezone.utc))
 
     @property
     def hub_id(self) -> str:
@@ -141,3 +137,4 @@ async def open_hub(settings: Settings, *, clock: Callable[[], float] | None = No
             except Exception:  # one failing hook never keeps the spool open
                 log.exception("close hook %r failed", hook)
         await spool.close()
+        await asyncio.to_thread(hub.cpu.close)

@@ -135,6 +135,12 @@ def _init_worker(raw_settings: dict[str, Any], parent: int) -> None:
     _worker = Cleaner.from_settings(settings, directory, keys, trust)
 
 
+def _sign_hop_in_worker(raw: bytes, now: datetime) -> bytes:
+    assert _worker is not None, "worker not initialised"
+    from hub.signing import sign_hop
+    return sign_hop(raw, hub_id=_worker.directory.hub.id, keys=_worker.keys, now=now)
+
+
 def _warm() -> bool:
     return _worker is not None
 
@@ -169,6 +175,18 @@ class CpuPool:
         if len(raw) > BIG:
             return await asyncio.to_thread(self.cleaner.inspect, raw, identity, message_id, at)
         return self.cleaner.inspect(raw, identity, message_id, at)
+
+    async def sign_hop(self, raw: bytes, now: datetime) -> bytes:
+        """The relay wire form (``hub.signing.sign_hop``), placed like ``inspect``."""
+        from hub.signing import sign_hop
+        if self._pool is not None and len(raw) <= POOL_MAX:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pool, _sign_hop_in_worker, raw, now)
+        c = self.cleaner
+        if len(raw) > BIG:
+            return await asyncio.to_thread(sign_hop, raw, hub_id=c.directory.hub.id, keys=c.keys,
+                                           now=now)
+        return sign_hop(raw, hub_id=c.directory.hub.id, keys=c.keys, now=now)
 
     def close(self) -> None:
         if self._pool is not None:
