@@ -108,7 +108,7 @@ async def get_inbox_item(request: web.Request) -> web.Response:
     message_id = request.match_info["id"]
     item = await hub.spool.inbox_item(ident.organ, message_id)
     if item is None:
-        raise NotFoundError(f"message {message_id} is not in the inbox of {ident.organ}")
+        await not_in_inbox(hub, ident.organ, message_id)
     raw = await hub.spool.payload(item["sha256"])
     await hub.spool.mark_fetched(item["id"])
     return web.Response(body=raw, content_type="application/xml", charset="utf-8", headers={
@@ -117,10 +117,19 @@ async def get_inbox_item(request: web.Request) -> web.Response:
         "ETag": f'"{item["sha256"]}"'})
 
 
+async def not_in_inbox(hub: Any, organ: str, message_id: str) -> None:
+    """Raise 403 for a message that exists but is not addressed to ``organ``, else 404."""
+    if await hub.spool.envelope(message_id) is not None:
+        raise ForbiddenError(f"message {message_id} is not addressed to {organ}")
+    raise NotFoundError(f"message {message_id} is not in the inbox of {organ}")
+
+
 async def ack_inbox_item(request: web.Request) -> web.Response:
     hub = hub_of(request)
     ident = identity(request, "agency")
     message_id = request.match_info["id"]
+    if await hub.spool.inbox_item(ident.organ, message_id) is None:
+        await not_in_inbox(hub, ident.organ, message_id)
     state = await hub.spool.ack(ident.organ, message_id)
     return json_response({"id": message_id, "recipient": ident.organ, "state": state})
 

@@ -108,12 +108,14 @@ async def test_agency_sees_only_its_own(client, auth):
     assert resp.status == 403
     assert (await resp.json())["error"]["code"] == "forbidden"
     resp = await client.get(f"/v1/inbox/{sent['id']}", headers=auth(AN_BINH))
-    assert resp.status == 404
+    assert resp.status == 403
     resp = await client.post(f"/v1/inbox/{sent['id']}/ack", headers=auth(AN_BINH))
-    assert resp.status == 404
+    assert resp.status == 403
     # the sender cannot take it out of the recipient's inbox either
     resp = await client.post(f"/v1/inbox/{sent['id']}/ack", headers=auth(MAU_A))
-    assert resp.status == 404
+    assert resp.status == 403
+    # and a message id that does not exist is simply not found
+    assert (await client.get("/v1/inbox/01JZZZZZZZZZZZZZZZZZZZZZZZ", headers=auth(AN_BINH))).status == 404
     # the recipient sees the envelope, but only its own delivery
     view = await (await client.get(f"/v1/envelopes/{sent['id']}", headers=auth(VP_UBND))).json()
     assert [d["recipient"] for d in view["deliveries"]] == [VP_UBND]
