@@ -61,7 +61,7 @@ from hub.audit_chain import (CNS, ChainVerifier, Checkpoint, VerifyReport, build
 from hub.errors import ValidationError
 from hub.events import event_data, filters
 from hub.keys import HubKeys, fingerprint
-from hub.web import HUB, hub_of, identity, int_param, iso, json_response
+from hub.web import HUB, hub_of, identity, int_param, iso, json_response, parse_time
 from spool.sqlite_tx import _EVENT_COLUMNS, Tx, row_to_event
 
 __all__ = ["AUDIT", "CNS", "PAGE", "Auditor", "ChainVerifier", "Checkpoint", "VerifyReport",
@@ -185,20 +185,6 @@ class Auditor:
 # -- HTTP ---------------------------------------------------------------------------
 
 AUDIT = web.AppKey("audit", Auditor)
-
-
-def parse_time(name: str, raw: str) -> float:
-    """ISO 8601 (naive = UTC) or epoch seconds; a clear 422 otherwise."""
-    try:
-        return float(raw)
-    except ValueError:
-        pass
-    try:
-        when = dt.datetime.fromisoformat(raw.strip())
-    except ValueError:
-        raise ValidationError(f"{name} must be ISO 8601 or epoch seconds, not {raw!r}",
-                              code="bad_parameter", details={"parameter": name}) from None
-    return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
 
 
 async def get_audit(request: web.Request) -> web.Response:

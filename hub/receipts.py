@@ -47,7 +47,6 @@ import csv
 import functools
 import io
 import logging
-import math
 from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Sequence
@@ -57,7 +56,7 @@ from aiohttp import web
 from hub.context import HubContext
 from hub.errors import ForbiddenError, NotFoundError, ValidationError
 from hub.receipts_xml import EVENTS, ReceiptFields, build_receipts
-from hub.web import HUB, hub_of, identity, int_param, iso, json_response
+from hub.web import HUB, hub_of, identity, int_param, iso, json_response, parse_time
 from spool.records import Event
 from spool.sqlite_tx import Tx
 from spool.states import State
@@ -270,25 +269,9 @@ def _bad(name: str, message: str, **details: Any) -> ValidationError:
 
 
 def time_param(request: web.Request, name: str) -> float | None:
-    """ISO 8601 (naive = UTC) or epoch seconds → epoch seconds."""
+    """ISO 8601 (naive = UTC) or epoch seconds → epoch seconds; absent → None."""
     value = request.query.get(name, "").strip()
-    if not value:
-        return None
-    try:
-        epoch = float(value)
-    except ValueError:
-        pass
-    else:
-        if not math.isfinite(epoch):
-            raise _bad(name, f"{name} must be a finite time, not {value!r}")
-        return epoch
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise _bad(name, f"{name} must be ISO 8601 or epoch seconds, not {value!r}") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return when.timestamp()
+    return parse_time(name, value) if value else None
 
 
 def _choice(request: web.Request, name: str, allowed: Any) -> str | None:

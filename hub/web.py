@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
@@ -99,3 +100,23 @@ def int_param(request: web.Request, name: str, default: int, lo: int = 0, hi: in
     except ValueError:
         raise ValidationError(f"{name} must be a number", code="bad_parameter",
                               details={"parameter": name}) from None
+
+
+def parse_time(name: str, raw: str) -> float:
+    """A time query parameter: ISO 8601 (naive = UTC) or epoch seconds; a clear 422 otherwise."""
+    value = raw.strip()
+    try:
+        epoch = float(value)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(epoch):
+            raise ValidationError(f"{name} must be a finite time, not {raw!r}",
+                                  code="bad_parameter", details={"parameter": name})
+        return epoch
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValidationError(f"{name} must be ISO 8601 or epoch seconds, not {raw!r}",
+                              code="bad_parameter", details={"parameter": name}) from None
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()

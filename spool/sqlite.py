@@ -382,12 +382,10 @@ class SqliteSpool(QueueMixin):
                                  "WHERE state IN ('queued', 'deferred') AND route != 'mailbox'")
         oldest_mailbox = await self._one("SELECT MIN(created_at) AS t FROM deliveries "
                                          "WHERE state = 'queued' AND route = 'mailbox'")
-        payload = await self._one("SELECT COALESCE(SUM(size), 0) AS n FROM payloads "
-                                  "WHERE data IS NOT NULL OR path IS NOT NULL")
         return {"deliveries": [(r["state"], r["route"], r["n"]) for r in rows],
                 "oldest_queued_at": oldest["t"] if oldest else None,
                 "oldest_unfetched_at": oldest_mailbox["t"] if oldest_mailbox else None,
-                "payload_bytes": payload["n"] if payload else 0}
+                "payload_bytes": await self.payload_bytes()}
 
     async def payload_bytes(self) -> int:
         """Bytes of payload the spool holds (backpressure reads only this)."""
