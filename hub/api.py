@@ -147,7 +147,7 @@ async def readyz(request: web.Request) -> web.Response:
         await hub.spool.ping()
     except Exception as exc:  # not ready is an answer, not an error
         problems.append(f"spool: {exc}")
-    pressure = getattr(hub, "pressure", None)
+    pressure = hub.pressure
     if pressure is not None and pressure.reason:
         problems.append(pressure.reason)
     if problems:

@@ -96,7 +96,7 @@ async def _accept(hub: HubContext, raw: bytes, identity: Identity, origin: str,
 
 def check_backpressure(hub: HubContext) -> None:
     """Refuse new work (503) while the spool is over quota or the disk nearly full."""
-    pressure = getattr(hub, "pressure", None)
+    pressure = hub.pressure
     if pressure is not None and pressure.reason:
         raise BackpressureError(f"the hub is not accepting new envelopes: {pressure.reason}",
                                 details={"retry_after": pressure.retry_after})

@@ -66,7 +66,6 @@ class HubContext:
         self.spool = spool
         self.tokens = tokens
         self.clock = clock
-        self.counters: dict[str, Any] = {}
         self.keys = keys
         self.trust = trust
         self.cpu = CpuPool(Cleaner.from_settings(settings, directory, keys, trust), settings)

@@ -75,13 +75,3 @@ class PayloadStore:
                 except FileNotFoundError:
                     pass
         return removed
-
-    def usage(self) -> int:
-        total = 0
-        for dirpath, _dirs, files in os.walk(self.root):
-            for name in files:
-                try:
-                    total += os.stat(os.path.join(dirpath, name)).st_size
-                except FileNotFoundError:
-                    pass
-        return total

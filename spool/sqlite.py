@@ -282,10 +282,6 @@ class SqliteSpool(QueueMixin):
             "UPDATE deliveries SET fetched_at = COALESCE(fetched_at, ?) WHERE id = ?",
             (tx.now, delivery_id)))
 
-    async def record_event(self, kind: str, **fields: Any) -> None:
-        """Append an event that changes no row (a refusal, an operator note)."""
-        await self.write(lambda tx: tx.event(kind, **fields))
-
     # -- reads ------------------------------------------------------------------
 
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
