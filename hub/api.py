@@ -128,9 +128,11 @@ async def ack_inbox_item(request: web.Request) -> web.Response:
     hub = hub_of(request)
     ident = identity(request, "agency")
     message_id = request.match_info["id"]
-    if await hub.spool.inbox_item(ident.organ, message_id) is None:
+    try:
+        state = await hub.spool.ack(ident.organ, message_id)
+    except NotFoundError:  # tell "not yours" (403) from "no such message" (404)
         await not_in_inbox(hub, ident.organ, message_id)
-    state = await hub.spool.ack(ident.organ, message_id)
+        raise
     return json_response({"id": message_id, "recipient": ident.organ, "state": state})
 
 
