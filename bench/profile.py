@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--e2e", action="store_true")
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--server-tree")
+    p.add_argument("--gil", action="store_true",
+                   help="only samples holding the GIL (what bounds the hub's one process)")
     p.add_argument("--data", help="an existing data directory (e.g. a pre-filled spool, "
                    "bench.fill) instead of a fresh one")
     p.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "lienthong-bench-cache"))
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = Path(args.out or work / "stacks.txt")
         spy = subprocess.Popen([str(Path(PYTHON).parent / "py-spy"), "record", "-p", str(hub.pid), "-o", str(raw),
                                 "--format", "raw", "--threads", "-r", "200",
-                                "-d", str(int(args.seconds + 2))],
+                                "-d", str(int(args.seconds + 2))] + (["--gil"] if args.gil else []),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1.0)
         cmd = [PYTHON, "-m", "bench.load", "--url", hub.base, "--ident", str(ident),

@@ -7,7 +7,6 @@ exactly what the server sees.
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -113,6 +112,7 @@ async def open_hub(settings: Settings, *, clock: Callable[[], float] | None = No
     await spool.open()
     hub = HubContext(settings, directory, spool, tokens, clock, keys, trust)
     try:
+        await hub.cpu.start()
         if run_queue:
             from adapters.registry import build_adapters
             from hub.pressure import Pressure
@@ -136,4 +136,4 @@ async def open_hub(settings: Settings, *, clock: Callable[[], float] | None = No
             except Exception:  # one failing hook never keeps the spool open
                 log.exception("close hook %r failed", hook)
         await spool.close()
-        await asyncio.to_thread(hub.cpu.close)
+        await hub.cpu.close()

@@ -16,13 +16,8 @@ above ``BIG`` so the event loop stays live).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
 import hashlib
-import multiprocessing
-import os
-import threading
-import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -32,6 +27,7 @@ from hub.errors import ForbiddenError, ValidationError
 from hub.keys import HubKeys, TrustStore
 from hub.receipts_xml import ReceiptFields, build_receipt
 from hub.signing import verify_sender
+from hub.workers import WorkerPool
 
 #: Envelopes above this size are parsed in a worker thread, not on the event loop.
 BIG = 256 * 1024
@@ -101,32 +97,13 @@ class Cleaner:
                                   code="unknown_sender")
 
 
-# -- worker processes -------------------------------------------------------------
+# -- in the worker processes (hub.workers) ------------------------------------------
 
 _worker: Cleaner | None = None
 
 
-def _die_with_parent(parent: int) -> None:
-    """A worker must not outlive the hub (kill -9 leaves no one to shut the pool)."""
-    try:  # Linux: the kernel kills us when the parent dies
-        import ctypes
-        import signal
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-    if os.getppid() != parent:
-        os._exit(0)
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-
-
-def _init_worker(raw_settings: dict[str, Any], parent: int) -> None:
+def _init_worker(raw_settings: dict[str, Any]) -> None:
     global _worker
-    _die_with_parent(parent)
     from hub.config import build_settings
     from hub.context import load_crypto, load_directory
     settings = build_settings(raw_settings)
@@ -141,10 +118,6 @@ def _sign_hop_in_worker(raw: bytes, now: datetime) -> bytes:
     return sign_hop(raw, hub_id=_worker.directory.hub.id, keys=_worker.keys, now=now)
 
 
-def _warm() -> bool:
-    return _worker is not None
-
-
 def _inspect_in_worker(raw: bytes, identity: str, message_id: str, at: float) -> Inspected:
     assert _worker is not None, "worker not initialised"
     return _worker.inspect(raw, identity, message_id, at)
@@ -156,22 +129,18 @@ class CpuPool:
     def __init__(self, cleaner: Cleaner, settings: Any) -> None:
         self.cleaner = cleaner
         self.workers = settings.cpu_workers
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._pool: WorkerPool | None = None
         if self.workers > 0:
-            # spawn, not fork: the parent already runs threads (aiosqlite).
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker, initargs=(settings.raw(), os.getpid()))
-            # Start the workers now (the pool spawns lazily), so the first
-            # documents do not wait for a process to load keys and schemas.
-            for _ in range(self.workers):
-                self._pool.submit(_warm)
+            self._pool = WorkerPool(self.workers, _init_worker, (settings.raw(),), name="cleanup")
+
+    async def start(self) -> None:
+        """Spawn the workers now, so the first documents do not wait for one to load keys."""
+        if self._pool is not None:
+            await self._pool.start()
 
     async def inspect(self, raw: bytes, identity: str, message_id: str, at: float) -> Inspected:
         if self._pool is not None and len(raw) <= POOL_MAX:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, _inspect_in_worker, raw, identity,
-                                              message_id, at)
+            return await self._pool.call(_inspect_in_worker, raw, identity, message_id, at)
         if len(raw) > BIG:
             return await asyncio.to_thread(self.cleaner.inspect, raw, identity, message_id, at)
         return self.cleaner.inspect(raw, identity, message_id, at)
@@ -180,15 +149,14 @@ class CpuPool:
         """The relay wire form (``hub.signing.sign_hop``), placed like ``inspect``."""
         from hub.signing import sign_hop
         if self._pool is not None and len(raw) <= POOL_MAX:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._pool, _sign_hop_in_worker, raw, now)
+            return await self._pool.call(_sign_hop_in_worker, raw, now)
         c = self.cleaner
         if len(raw) > BIG:
             return await asyncio.to_thread(sign_hop, raw, hub_id=c.directory.hub.id, keys=c.keys,
                                            now=now)
         return sign_hop(raw, hub_id=c.directory.hub.id, keys=c.keys, now=now)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            await self._pool.close()
             self._pool = None

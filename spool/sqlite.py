@@ -284,14 +284,19 @@ class SqliteSpool(QueueMixin):
 
     # -- reads ------------------------------------------------------------------
 
+    # A read is one hop into the reader's thread (execute, fetch and close
+    # together), not aiosqlite's three: each hop is two thread wake-ups, and
+    # on a busy hub those cost more than the queries.
+
     async def _one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
-        assert self._r is not None
-        async with self._r.execute(sql, params) as cur:
-            return await cur.fetchone()
+        conn = self._r
+        assert conn is not None
+        return await conn._execute(_fetch, conn._conn, sql, params, True)
 
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        assert self._r is not None
-        return list(await self._r.execute_fetchall(sql, params))
+        conn = self._r
+        assert conn is not None
+        return await conn._execute(_fetch, conn._conn, sql, params, False)
 
     async def envelope(self, message_id: str) -> dict[str, Any] | None:
         row = await self._one("SELECT * FROM envelopes WHERE id = ?", (message_id,))
@@ -391,6 +396,14 @@ class SqliteSpool(QueueMixin):
 
     async def ping(self) -> None:
         await self._one("SELECT 1")
+
+
+def _fetch(conn: sqlite3.Connection, sql: str, params: Sequence[Any], one: bool) -> Any:
+    cur = conn.execute(sql, params)
+    try:
+        return cur.fetchone() if one else cur.fetchall()
+    finally:
+        cur.close()
 
 
 def _envelope_dict(row: sqlite3.Row) -> dict[str, Any]:

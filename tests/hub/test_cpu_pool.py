@@ -68,3 +68,43 @@ def test_workers_die_with_a_killed_hub(live_server):
         time.sleep(0.1)
     assert not [w for w in workers if os.path.exists(f"/proc/{w}")
                 and open(f"/proc/{w}/stat").read().split()[2] != "Z"]
+
+
+async def test_a_dead_worker_fails_its_calls_and_is_replaced():
+    import asyncio
+    import os
+    import signal
+    import threading
+    import time
+
+    import pytest
+
+    from hub.workers import WorkerLost, WorkerPool
+    pool = WorkerPool(1, int, (0,), name="test")
+    await pool.start()
+    try:
+        pid = await pool.call(os.getpid)
+        assert pid != os.getpid()
+        # answers and exceptions cross with their types; an unpicklable answer is named
+        assert await pool.call(divmod, 7, 2) == (3, 1)
+        with pytest.raises(ZeroDivisionError):
+            await pool.call(divmod, 1, 0)
+        with pytest.raises(RuntimeError, match="lock"):
+            await pool.call(threading.Lock)
+        # Given: a call in flight; When: its worker is killed
+        slow = asyncio.ensure_future(pool.call(time.sleep, 30))
+        await asyncio.sleep(0.2)
+        os.kill(pid, signal.SIGKILL)
+        # Then: the call fails with a retryable 503 and another worker answers the next one
+        with pytest.raises(WorkerLost) as lost:
+            await asyncio.wait_for(slow, 10)
+        assert lost.value.http_status == 503
+        new_pid = await asyncio.wait_for(pool.call(os.getpid), 30)
+        assert new_pid not in (pid, os.getpid()) and pool.restarts == 1
+    finally:
+        await pool.close()
+    # closing the pool ends its workers
+    deadline = time.monotonic() + 10
+    while os.path.exists(f"/proc/{new_pid}") and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not os.path.exists(f"/proc/{new_pid}")

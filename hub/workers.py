@@ -1,0 +1,229 @@
+"""Worker processes that run module-level functions for the event loop.
+
+Why not ``concurrent.futures.ProcessPoolExecutor``: each of its calls crosses
+four threads (the caller's, its queue feeder, its result manager, and back to
+the loop through the loop's self-pipe), and on this kind of machine the
+thread wake-ups cost more than the work they carry: measured, a quarter of
+the hub process's CPU under end-to-end load was spent in the kernel's
+context switches.  Here the event loop talks to each worker over one Unix
+socket through an asyncio transport: a call is one write, its answer one
+``data_received``, and no other thread is involved.
+
+Wire: each frame is a 4-byte big-endian length and a pickle.  Parent →
+worker ``(call_id, function, args)``; worker → parent ``(call_id, ok,
+value)``, ``value`` being the result or the exception raised (HubErrors keep
+their code and details; an exception that cannot be pickled arrives as a
+``RuntimeError`` with its text).
+
+Life cycle: workers are spawned (never forked: the hub already runs threads)
+when the pool starts, run ``initializer(*initargs)`` once, then answer calls
+in order.  A worker whose socket closes (it died) fails the calls it held
+with a 500 and is replaced at once; a worker whose parent dies goes too
+(``PR_SET_PDEATHSIG``, and it also reads end-of-file on its socket).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import socket
+import threading
+import time
+from typing import Any, Callable
+
+from hub.errors import HubError
+
+log = logging.getLogger("hub.workers")
+
+_HEADER = 4
+_PICKLE = pickle.HIGHEST_PROTOCOL
+
+
+class WorkerLost(HubError):
+    """The worker process running a call died before it answered (retry)."""
+
+    code = "worker_lost"
+    http_status = 503
+
+
+_LOST = "an internal worker process died during the request; retry"
+
+
+def _frame(obj: Any) -> bytes:
+    body = pickle.dumps(obj, _PICKLE)
+    return len(body).to_bytes(_HEADER, "big") + body
+
+
+class _Link(asyncio.Protocol):
+    """The parent's end of one worker's socket."""
+
+    def __init__(self, pool: "WorkerPool", process: Any) -> None:
+        self.pool = pool
+        self.process = process
+        self.pending: dict[int, asyncio.Future[Any]] = {}
+        self.transport: asyncio.Transport | None = None
+        self._buf = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def send(self, call_id: int, fut: asyncio.Future[Any], fn: Callable[..., Any],
+             args: tuple[Any, ...]) -> None:
+        assert self.transport is not None
+        self.pending[call_id] = fut
+        self.transport.write(_frame((call_id, fn, args)))
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        start = 0
+        while len(buf) - start >= _HEADER:
+            size = int.from_bytes(buf[start:start + _HEADER], "big")
+            end = start + _HEADER + size
+            if len(buf) < end:
+                break
+            call_id, ok, value = pickle.loads(memoryview(buf)[start + _HEADER:end])
+            start = end
+            fut = self.pending.pop(call_id, None)
+            if fut is None or fut.done():
+                continue
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+        if start:
+            del buf[:start]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pending, self.pending = self.pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(WorkerLost(_LOST))
+        self.pool._lost(self, len(pending))
+
+
+class WorkerPool:
+    """N spawned processes; ``await pool.call(fn, *args)`` runs ``fn(*args)`` in one."""
+
+    def __init__(self, size: int, initializer: Callable[..., Any], initargs: tuple[Any, ...],
+                 *, name: str = "worker") -> None:
+        self.size = size
+        self.initializer = initializer
+        self.initargs = initargs
+        self.name = name
+        self.links: list[_Link] = []
+        self.restarts = 0
+        self._ids = 0
+        self._closing = False
+        self._starting: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+        await self._starting
+
+    async def _start(self) -> None:
+        for _ in range(self.size - len(self.links)):
+            await self._spawn()
+
+    async def _spawn(self) -> None:
+        parent_sock, child_sock = socket.socketpair()
+        ctx = multiprocessing.get_context("spawn")
+        process = ctx.Process(target=_worker_main, name=f"lienthong-{self.name}", daemon=True,
+                              args=(child_sock, os.getpid(), self.initializer, self.initargs))
+        try:
+            process.start()
+        finally:
+            child_sock.close()
+        loop = asyncio.get_running_loop()
+        _transport, link = await loop.create_unix_connection(lambda: _Link(self, process),
+                                                             sock=parent_sock)
+        self.links.append(link)
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if not self.links:
+            if self._closing:
+                raise WorkerLost("the hub is shutting down")
+            await self.start()
+            if not self.links:
+                raise WorkerLost("no worker process is running")
+        link = min(self.links, key=lambda k: len(k.pending))
+        self._ids += 1
+        fut = asyncio.get_running_loop().create_future()
+        link.send(self._ids, fut, fn, args)
+        return await fut
+
+    def _lost(self, link: _Link, pending: int) -> None:
+        if link in self.links:
+            self.links.remove(link)
+        process = link.process
+        threading.Thread(target=process.join, args=(5,), daemon=True).start()  # reap it
+        if self._closing:
+            return
+        log.error("%s process %s exited (code %s) with %d calls in flight; starting another",
+                  self.name, process.pid, process.exitcode, pending)
+        self.restarts += 1
+        self._starting = asyncio.ensure_future(self._start())
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Close every socket (workers exit at end of file), then wait for them."""
+        self._closing = True
+        if self._starting is not None:
+            try:
+                await self._starting
+            except Exception:
+                pass
+        links, self.links = list(self.links), []
+        for link in links:
+            if link.transport is not None:
+                link.transport.close()
+        await asyncio.to_thread(_reap, [k.process for k in links], grace)
+
+
+def _reap(processes: list[Any], grace: float) -> None:
+    deadline = time.monotonic() + grace
+    for p in processes:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join(1.0)
+
+
+# -- in the worker ----------------------------------------------------------------
+
+def _die_with_parent(parent: int) -> None:
+    """A worker must not outlive the hub (kill -9 leaves no one to close its socket)."""
+    try:  # Linux: the kernel kills us when the parent dies
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+def _worker_main(sock: socket.socket, parent: int, initializer: Callable[..., Any],
+                 initargs: tuple[Any, ...]) -> None:
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the hub decides when we stop
+    initializer(*initargs)
+    rfile = sock.makefile("rb", buffering=1 << 16)
+    while True:
+        header = rfile.read(_HEADER)
+        if len(header) < _HEADER:
+            os._exit(0)  # the hub closed our socket, or died
+        body = rfile.read(int.from_bytes(header, "big"))
+        call_id, fn, args = pickle.loads(body)
+        try:
+            answer = (call_id, True, fn(*args))
+        except BaseException as exc:  # the caller gets it, we carry on
+            answer = (call_id, False, exc)
+        try:
+            out = _frame(answer)
+        except Exception as exc:  # an unpicklable result or exception
+            out = _frame((call_id, False, RuntimeError(f"{type(answer[2]).__name__}: "
+                                                       f"{answer[2]} ({exc})")))
+        sock.sendall(out)
