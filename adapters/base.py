@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from pathlib import Path
 from typing import Any
 
 
@@ -55,7 +56,9 @@ class DeliveryRequest:
     recipient: str
     route: str
     kind: str
-    raw: bytes
+    #: The original bytes; above ``spool.payloads.LARGE`` the ``Path`` of the
+    #: spool's payload file instead (read it, never change it).
+    raw: bytes | Path
     attempt: int
 
 

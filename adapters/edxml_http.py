@@ -3,6 +3,8 @@ agency systems that can be reached.
 
 The wire form is the original envelope with the hub's TraceHeader and hop
 signature appended (``HubContext.wire_form``); the spool keeps the original.
+Payloads above ``spool.payloads.LARGE`` are signed file to file and sent
+from the file, so a 100 MB document is never held whole in memory.
 The request is ``POST <url>`` with ``Content-Type: application/xml``, a
 bearer token if configured, and ``X-Lienthong-Message-Id`` so the receiver
 can deduplicate (delivery is at-least-once).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -52,18 +55,26 @@ class EdxmlHttpAdapter(Adapter):
         if self._session is None:
             await self.start()
         assert self._session is not None
-        body = req.raw
+        body: bytes | Path = req.raw
         if self.sign and self.hub is not None:
             body = await self.hub.wire_form(req.raw)
         headers = {"Content-Type": "application/xml", "X-Lienthong-Message-Id": req.message_id}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
+        # A large payload goes from its file (aiohttp streams it); a wire form
+        # written for this attempt is removed after it.
+        data: Any = open(body, "rb") if isinstance(body, Path) else body
         try:
-            async with self._session.post(self.url, data=body, headers=headers) as resp:
+            async with self._session.post(self.url, data=data, headers=headers) as resp:
                 text = (await resp.text(errors="replace"))[:500]
                 status = resp.status
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             return Outcome.defer(f"{self.url}: {type(exc).__name__}: {exc}")
+        finally:
+            if isinstance(body, Path):
+                data.close()
+                if body != req.raw:
+                    body.unlink(missing_ok=True)
         if 200 <= status < 300:
             self.log.info("%s delivered to %s via %s (%d)", req.message_id, req.recipient,
                           self.url, status)

@@ -8,6 +8,7 @@ codes are chosen.
 """
 from __future__ import annotations
 
+import asyncio
 import importlib
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
@@ -18,6 +19,7 @@ from hub import cleanup
 from hub.config import Settings
 from hub.context import open_hub
 from hub.errors import ForbiddenError, NotFoundError, ValidationError
+from spool.payloads import SpooledBody
 from hub.web import (HUB, XML_TYPES, errors_middleware, hub_of, identity, int_param, iso,
                      json_response,
                      read_body)
@@ -35,10 +37,14 @@ async def post_envelope(request: web.Request) -> web.Response:
     if ctype not in XML_TYPES:
         raise ValidationError(f"Content-Type must be application/xml, not {ctype}",
                               code="unsupported_media_type", http_status=415)
-    raw = await read_body(request, hub.settings.max_envelope_size)
+    raw = await read_body(request, hub.settings.max_envelope_size, spill=hub.spool.payloads)
     if not raw:
         raise ValidationError("empty body: send an edXML envelope", code="empty_body")
-    result = await cleanup.accept(hub, raw, ident, origin="http")
+    try:
+        result = await cleanup.accept(hub, raw, ident, origin="http")
+    finally:
+        if isinstance(raw, SpooledBody):  # not adopted by the spool: refused, or a duplicate
+            await asyncio.to_thread(raw.discard)
     status = 202 if result.created else 200
     return json_response(result.to_dict(), status=status,
                          headers={"Location": f"/v1/envelopes/{result.id}"})

@@ -34,6 +34,7 @@ from hub.cpu import Inspected
 from hub.errors import BackpressureError, ForbiddenError, HubError, ValidationError
 from spool import NewDelivery, NewEnvelope, StatusRecord
 from spool.ids import new_message_id
+from spool.payloads import SpooledBody
 
 log = logging.getLogger("hub.cleanup")
 
@@ -53,7 +54,7 @@ class AcceptResult:
                 "recipients": self.recipients, "receipt_id": self.receipt_id, "receipt_url": url}
 
 
-async def accept(hub: HubContext, raw: bytes, identity: Identity, *,
+async def accept(hub: HubContext, raw: "bytes | SpooledBody", identity: Identity, *,
                  origin: str = "http", notice_for: str | None = None) -> AcceptResult:
     """Take one envelope into the spool, or refuse it with a stable error code.
 
@@ -67,7 +68,7 @@ async def accept(hub: HubContext, raw: bytes, identity: Identity, *,
         raise
 
 
-async def _accept(hub: HubContext, raw: bytes, identity: Identity, origin: str,
+async def _accept(hub: HubContext, raw: "bytes | SpooledBody", identity: Identity, origin: str,
                   notice_for: str | None) -> AcceptResult:
     s = hub.settings
     if len(raw) > s.max_envelope_size:
@@ -114,7 +115,7 @@ def _deliveries(hub: HubContext, recipients: list[str], *, path: str) -> list[Ne
     return out
 
 
-def _edoc_record(hub: HubContext, message_id: str, ins: Inspected, raw: bytes,
+def _edoc_record(hub: HubContext, message_id: str, ins: Inspected, raw: "bytes | SpooledBody",
                  origin: str) -> NewEnvelope:
     env = ins.envelope
     deliveries = _deliveries(hub, env.recipients,
@@ -125,7 +126,7 @@ def _edoc_record(hub: HubContext, message_id: str, ins: Inspected, raw: bytes,
                        deliveries, receipt=ins.receipt)
 
 
-async def _status_record(hub: HubContext, message_id: str, ins: Inspected, raw: bytes,
+async def _status_record(hub: HubContext, message_id: str, ins: Inspected, raw: "bytes | SpooledBody",
                          origin: str, notice_for: str | None) -> NewEnvelope:
     env = ins.envelope
     rf = env.response_for[0]

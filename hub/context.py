@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -79,13 +80,28 @@ class HubContext:
         if self.qmgr is not None and any(r["route"] != "mailbox" for r in recipients):
             self.qmgr.wake()
 
-    async def wire_form(self, raw: bytes) -> bytes:
+    async def wire_form(self, raw: bytes | Path) -> bytes | Path:
         """The bytes an adapter sends onwards: the original with the hub's
-        TraceHeader and hop signature appended (the spool keeps the original)."""
+        TraceHeader and hop signature appended (the spool keeps the original).
+
+        For a payload file (``DeliveryRequest.raw`` a ``Path``), the wire form
+        is written to a new file under ``payloads/outgoing/`` and its path
+        returned: the caller sends it and removes it."""
         # Where cleanup's inspection runs (hub.cpu): a worker process for small
         # envelopes, inline up to 256 KiB without workers (a thread would hold
         # the GIL in turns with the busy event loop), a thread above.
-        return await self.cpu.sign_hop(raw, datetime.fromtimestamp(self.clock(), timezone.utc))
+        now = datetime.fromtimestamp(self.clock(), timezone.utc)
+        if not isinstance(raw, Path):
+            return await self.cpu.sign_hop(raw, now)
+        outgoing = self.spool.payloads.root / "outgoing"
+        outgoing.mkdir(exist_ok=True)
+        out = outgoing / f"{secrets.token_hex(12)}.part"
+        try:
+            await self.cpu.sign_hop(raw, now, out)
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
+        return out
 
     @property
     def hub_id(self) -> str:

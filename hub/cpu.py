@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import hashlib
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from hub import edxml, xmlsafe
@@ -28,6 +29,7 @@ from hub.keys import HubKeys, TrustStore
 from hub.receipts_xml import ReceiptFields, build_receipt
 from hub.signing import verify_sender
 from hub.workers import WorkerPool
+from spool.payloads import SpooledBody
 
 #: Envelopes above this size are parsed in a worker thread, not on the event loop.
 BIG = 256 * 1024
@@ -68,15 +70,20 @@ class Cleaner:
         organ = self.directory.get(organ_id)
         return organ.signature_policy if organ and organ.signature_policy else self.default_policy
 
-    def inspect(self, raw: bytes, identity: str, message_id: str, at: float) -> Inspected:
+    def inspect(self, raw: bytes | SpooledBody, identity: str, message_id: str,
+                at: float) -> Inspected:
         """Parse, validate, extract, check the sender and its signature, sign the receipt."""
-        tree = xmlsafe.parse(raw, max_size=self.max_size, max_depth=self.max_depth)
+        if isinstance(raw, SpooledBody):  # a large body, already on disk and hashed
+            tree = xmlsafe.parse_file(raw.path, raw.size, max_size=self.max_size,
+                                      max_depth=self.max_depth)
+        else:
+            tree = xmlsafe.parse(raw, max_size=self.max_size, max_depth=self.max_depth)
         xmlsafe.validate(tree)
         env = edxml.extract(tree, strict=self.strict)
         self.check_sender(env, identity)
         check = verify_sender(tree.getroot(), env.sender, self.trust, self.policy_of(env.sender))
         signature = {"result": check.result, "detail": check.detail, "signer": check.signer}
-        sha256 = hashlib.sha256(raw).hexdigest()
+        sha256 = raw.sha256 if isinstance(raw, SpooledBody) else hashlib.sha256(raw).hexdigest()
         receipt_id = f"{message_id}.accepted"
         document_id = env.document_id or (env.response_for[0].document_id if env.response_for else sha256)
         xml = build_receipt(ReceiptFields(
@@ -138,19 +145,26 @@ class CpuPool:
         if self._pool is not None:
             await self._pool.start()
 
-    async def inspect(self, raw: bytes, identity: str, message_id: str, at: float) -> Inspected:
+    async def inspect(self, raw: bytes | SpooledBody, identity: str, message_id: str,
+                      at: float) -> Inspected:
         if self._pool is not None and len(raw) <= POOL_MAX:
             return await self._pool.call(_inspect_in_worker, raw, identity, message_id, at)
         if len(raw) > BIG:
             return await asyncio.to_thread(self.cleaner.inspect, raw, identity, message_id, at)
         return self.cleaner.inspect(raw, identity, message_id, at)
 
-    async def sign_hop(self, raw: bytes, now: datetime) -> bytes:
-        """The relay wire form (``hub.signing.sign_hop``), placed like ``inspect``."""
-        from hub.signing import sign_hop
+    async def sign_hop(self, raw: bytes | Path, now: datetime, out: Path | None = None) -> bytes:
+        """The relay wire form (``hub.signing.sign_hop``), placed like ``inspect``;
+        for a payload file (``raw`` a ``Path``), written to ``out`` in a thread."""
+        from hub.signing import sign_hop, sign_hop_file
+        c = self.cleaner
+        if isinstance(raw, Path):
+            assert out is not None
+            await asyncio.to_thread(sign_hop_file, raw, out, hub_id=c.directory.hub.id,
+                                    keys=c.keys, now=now)
+            return b""
         if self._pool is not None and len(raw) <= POOL_MAX:
             return await self._pool.call(_sign_hop_in_worker, raw, now)
-        c = self.cleaner
         if len(raw) > BIG:
             return await asyncio.to_thread(sign_hop, raw, hub_id=c.directory.hub.id, keys=c.keys,
                                            now=now)

@@ -148,38 +148,91 @@ def _c14n_text(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#xD;")
 
 
+class _SetAside:
+    """The big attachments of a tree, swapped out for small placeholders.
+
+    Each ``ContentTransferEncoded`` element whose text is over ``_BIG_TEXT``
+    characters is replaced in the tree by an element of the same name,
+    attributes and tail holding a unique marker; the original element, text
+    and all, waits detached and goes back with ``restore()`` — a pointer
+    swap, where putting a 100 MB text back into a node would copy it twice.
+    ``text`` holds each attachment's text once, for the caller to stream.
+    """
+
+    def __init__(self, doc: etree._Element) -> None:
+        self.items: list[tuple[etree._Element, etree._Element, str, str]] = []
+        for el in list(doc.iter(q("ContentTransferEncoded"))):
+            text = el.text
+            parent = el.getparent()
+            if text is None or len(text) <= _BIG_TEXT or len(el) or parent is None:
+                continue
+            marker = f"\ue000lienthong-big-{len(self.items)}-{id(el)}\ue000"
+            stand_in = etree.Element(el.tag, dict(el.attrib), nsmap=el.nsmap)
+            stand_in.text, stand_in.tail = marker, el.tail
+            prefix = el.prefix
+            parent.replace(el, stand_in)
+            if stand_in.prefix != prefix:  # would not render alike: keep the original
+                parent.replace(stand_in, el)
+                continue
+            self.items.append((el, stand_in, marker, text))
+            del text
+
+    def restore(self) -> None:
+        for el, stand_in, _marker, _text in reversed(self.items):
+            stand_in.getparent().replace(stand_in, el)  # type: ignore[union-attr]
+        self.items = []
+
+    def stream(self, rendered: bytes, out: Any, escape: Any) -> None:
+        """Write ``rendered`` (the small tree) with each marker replaced by
+        its attachment's text, escaped by ``escape`` in 1 MB pieces."""
+        rest = rendered
+        for _el, _stand_in, marker, text in self.items:
+            before, found, rest = rest.partition(marker.encode("utf-8"))
+            assert found, "a set-aside attachment's marker is missing from the output"
+            out(before)
+            for i in range(0, len(text), _CHUNK):
+                out(escape(text[i:i + _CHUNK]).encode("utf-8"))
+        out(rest)
+
+
 def _c14n_into(doc: etree._Element, h: Any) -> None:
     """Stream the exclusive c14n of ``doc`` into ``h``.
 
     libxml2 builds the escaped copy of each text node in a doubling buffer
     even when its output streams: a 100 MB attachment costs ~290 MB more at
-    its peak.  So the big base64 attachments are set aside — each replaced by
-    a unique marker while libxml2 canonicalises the (now small) rest — and
-    their text is escaped and hashed here in 1 MB pieces.  The bytes hashed
-    are exactly those of the plain c14n (tested against it).
+    its peak.  So the big base64 attachments are set aside (``_SetAside``)
+    while libxml2 canonicalises the (now small) rest, and their text is
+    escaped and hashed here in 1 MB pieces.  The bytes hashed are exactly
+    those of the plain c14n (tested against it).
     """
-    big = []
-    for el in doc.iter(q("ContentTransferEncoded")):
-        text = el.text
-        if text is not None and len(text) > _BIG_TEXT:
-            marker = f"\ue000lienthong-c14n-{len(big)}-{id(el)}\ue000"
-            big.append((el, text, marker))
-            el.text = marker
-            del text
-    if not big:
+    aside = _SetAside(doc)
+    if not aside.items:
         doc.getroottree().write_c14n(_HashWriter(h), exclusive=True, with_comments=False)
         return
     try:
-        rest = etree.tostring(doc.getroottree(), method="c14n", exclusive=True, with_comments=False)
-        for _el, text, marker in big:
-            before, _, rest = rest.partition(marker.encode("utf-8"))
-            h.update(before)
-            for i in range(0, len(text), _CHUNK):
-                h.update(_c14n_text(text[i:i + _CHUNK]).encode("utf-8"))
-        h.update(rest)
+        rendered = etree.tostring(doc.getroottree(), method="c14n", exclusive=True,
+                                  with_comments=False)
+        aside.stream(rendered, h.update, _c14n_text)
     finally:
-        for el, text, _marker in big:
-            el.text = text
+        aside.restore()
+
+
+def _xml_text(text: str) -> str:
+    """A text node's content as libxml2 serialises it (UTF-8 output)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
+
+
+def write_document(root: etree._Element, out: Any) -> None:
+    """Write ``etree.tostring(root, xml_declaration=True, encoding="UTF-8")``
+    to the binary file ``out`` without the whole copy: big attachments are
+    set aside as for the digest (libxml2's serialiser, too, holds about twice
+    a 100 MB text node while escaping it)."""
+    aside = _SetAside(root)
+    try:
+        rendered = etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+        aside.stream(rendered, out.write, _xml_text)
+    finally:
+        aside.restore()
 
 
 _HASHES = {"http://www.w3.org/2001/04/xmlenc#sha256": hashes.SHA256,

@@ -39,6 +39,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from adapters.base import Adapter, DeliveryRequest, Outcome, Verdict
 from hub.errors import HubError, PermanentDeliveryError, TemporaryDeliveryError
+from spool.payloads import LARGE
 from spool.states import State
 
 log = logging.getLogger("hub.qmgr")
@@ -176,7 +177,7 @@ class QueueManager:
     async def _attempt(self, row: dict[str, Any]) -> None:
         adapter = self.adapters[row["route"]]
         try:
-            raw = await self.hub.spool.payload(row["sha256"])
+            raw = await self.hub.spool.payload(row["sha256"], path_over=LARGE)
             req = DeliveryRequest(row["envelope_id"], row["id"], row["sender"], row["recipient"],
                                   row["route"], row["kind"], raw, row["attempts"] + 1)
             outcome = await self._call(adapter, req)

@@ -39,6 +39,7 @@ import datetime as dt
 import re
 import threading
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -52,7 +53,7 @@ from signxml.algorithms import (
     SignatureMethod,
 )
 
-from hub.dsig import (DS, DS_SIGNATURE, _Refused,
+from hub.dsig import (DS, DS_SIGNATURE, _Refused, write_document,
                       _verify_fast, sign_enveloped)
 from hub.errors import ConfigError, ValidationError
 from hub.keys import HubKeys, PrivateKey, TrustStore, cert_names, fingerprint
@@ -395,7 +396,27 @@ def format_timestamp(now: dt.datetime) -> str:
 
 def sign_hop(raw: bytes, *, hub_id: str, keys: HubKeys, now: dt.datetime) -> bytes:
     """Render the relay wire form: our TraceHeader, then our hop signature over all."""
-    root = parse_xml(raw)
+    return _to_bytes(_hop_signed(parse_xml(raw), hub_id=hub_id, keys=keys, now=now))
+
+
+def sign_hop_file(src: Path, dst: Path, *, hub_id: str, keys: HubKeys, now: dt.datetime) -> None:
+    """``sign_hop`` from file to file, for payloads too large to hold twice:
+    libxml2 reads ``src``, and the output is written with the big
+    attachments streamed (``dsig.write_document``), never copied whole."""
+    try:
+        tree = etree.parse(str(src), _parser())
+    except etree.XMLSyntaxError as exc:
+        raise ValidationError(f"malformed XML: {exc}", code="xml_malformed",
+                              details={"line": exc.lineno}) from exc
+    if tree.docinfo.doctype:
+        raise ValidationError("DTDs are not accepted", code="xml_dtd_forbidden")
+    signed = _hop_signed(tree.getroot(), hub_id=hub_id, keys=keys, now=now)
+    with open(dst, "wb") as out:
+        write_document(signed, out)
+
+
+def _hop_signed(root: etree._Element, *, hub_id: str, keys: HubKeys,
+                now: dt.datetime) -> etree._Element:
     try:
         header = _header(root)
     except _Refused as exc:
@@ -418,7 +439,7 @@ def sign_hop(raw: bytes, *, hub_id: str, keys: HubKeys, now: dt.datetime) -> byt
         first_sig.addprevious(placeholder)
     signed, hop_sig = sign_enveloped(root, placeholder, keys.key, keys.cert)
     hop_sig.set("Id", hop_id)  # outside SignedInfo: a locator, not a signed claim
-    return _to_bytes(signed)
+    return signed
 
 
 def verify_hop(raw: bytes, hub_cert: x509.Certificate, *,

@@ -5,6 +5,7 @@ so errors look the same everywhere and roles are checked the same way.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -16,6 +17,7 @@ from aiohttp import web
 from hub.auth import Identity
 from hub.context import HubContext
 from hub.errors import HubError, TooLargeError, ValidationError
+from spool.payloads import LARGE, BodyWriter, PayloadStore, SpooledBody
 
 log = logging.getLogger("hub.api")
 
@@ -70,20 +72,45 @@ def identity(request: web.Request, *roles: str) -> Identity:
     return ident
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The body, refused (413) before it is read whole when it is too large."""
+_WRITE_EVERY = 1 << 20
+
+
+async def read_body(request: web.Request, limit: int,
+                    spill: PayloadStore | None = None) -> bytes | SpooledBody:
+    """The body, refused (413) before it is read whole when it is too large.
+
+    With ``spill``, a body past ``spool.payloads.LARGE`` bytes is streamed into the
+    payload store's ``incoming/`` (hashed, fsynced) and returned as a
+    ``SpooledBody``; the caller discards it unless the spool adopted it.
+    """
     if request.content_length is not None and request.content_length > limit:
         raise TooLargeError(f"body of {request.content_length} bytes exceeds max_envelope_size "
                             f"({limit})", details={"limit": limit})
-    chunks, size = [], 0
-    async for chunk in request.content.iter_chunked(1 << 16):
-        size += len(chunk)
-        if size > limit:
-            raise TooLargeError(f"body exceeds max_envelope_size ({limit})", details={"limit": limit})
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
+    chunks: list[bytes] = []
+    size = pending = 0
+    writer: BodyWriter | None = None
+    try:
+        async for chunk in request.content.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size > limit:
+                raise TooLargeError(f"body exceeds max_envelope_size ({limit})",
+                                    details={"limit": limit})
+            chunks.append(chunk)
+            pending += len(chunk)
+            if spill is not None and size > LARGE and pending >= _WRITE_EVERY:
+                if writer is None:
+                    writer = await asyncio.to_thread(BodyWriter, spill)
+                await asyncio.to_thread(writer.write, b"".join(chunks))
+                chunks, pending = [], 0
+        if writer is None:
+            return b"".join(chunks)
+        if chunks:
+            await asyncio.to_thread(writer.write, b"".join(chunks))
+        return await asyncio.to_thread(writer.finish)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
 
 
 def iso(ts: float | None) -> str | None:

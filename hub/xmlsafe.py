@@ -91,11 +91,7 @@ def parse(raw: bytes, *, max_size: int, max_depth: int = 64) -> etree._ElementTr
     ``max_depth`` counts the root as depth 1.  libxml2 itself stops at 256
     levels, which is reported as ``xml_too_deep`` too.
     """
-    if len(raw) > max_size:
-        raise TooLargeError(
-            f"envelope is {len(raw)} bytes, more than the {max_size} allowed",
-            code="envelope_too_large",
-            details={"path": None, "line": None, "size": len(raw), "max_size": max_size})
+    _check_size(len(raw), max_size)
     if _prolog_has_doctype(raw):
         raise _dtd_forbidden()
     try:
@@ -106,6 +102,35 @@ def parse(raw: bytes, *, max_size: int, max_depth: int = 64) -> etree._ElementTr
         if _declares_doctype(raw):
             raise _dtd_forbidden() from None
         raise _syntax_error(exc) from None
+    return _checked(root, max_depth)
+
+
+def parse_file(path: Any, size: int, *, max_size: int, max_depth: int = 64) -> etree._ElementTree:
+    """``parse`` for a body the HTTP layer spooled to disk (``spool.payloads``):
+    libxml2 reads the file, so the bytes are never held whole beside the tree."""
+    _check_size(size, max_size)
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if _prolog_has_doctype(head):
+        raise _dtd_forbidden()
+    try:
+        root = etree.parse(str(path), _parser()).getroot()
+    except etree.XMLSyntaxError as exc:
+        if _declares_doctype(head, path):
+            raise _dtd_forbidden() from None
+        raise _syntax_error(exc) from None
+    return _checked(root, max_depth)
+
+
+def _check_size(size: int, max_size: int) -> None:
+    if size > max_size:
+        raise TooLargeError(
+            f"envelope is {size} bytes, more than the {max_size} allowed",
+            code="envelope_too_large",
+            details={"path": None, "line": None, "size": size, "max_size": max_size})
+
+
+def _checked(root: etree._Element, max_depth: int) -> etree._ElementTree:
     tree = root.getroottree()
     docinfo = tree.docinfo
     if docinfo.internalDTD is not None or docinfo.doctype:
@@ -138,7 +163,7 @@ class _DoctypeProbe:
         return None
 
 
-def _declares_doctype(raw: bytes) -> bool:
+def _declares_doctype(raw: bytes, path: Any = None) -> bool:
     """Whether libxml2 meets a DOCTYPE before the document goes wrong.
 
     Only run on documents that already failed, so a fresh parser per call
@@ -148,7 +173,10 @@ def _declares_doctype(raw: bytes) -> bool:
     probe = etree.XMLParser(target=_DoctypeProbe(), resolve_entities=False,
                             no_network=True, load_dtd=False, huge_tree=False)
     try:
-        etree.fromstring(raw, probe)
+        if path is not None:
+            etree.parse(str(path), probe)
+        else:
+            etree.fromstring(raw, probe)
     except _DoctypeSeen:
         return True
     except etree.XMLSyntaxError:

@@ -5,11 +5,82 @@ Small payloads live inline in the database row; larger ones are written here
 fsync, atomic rename, fsync of the directory.  A crash between the file and
 the commit leaves an unreferenced file, which housekeeping removes; never a
 row that points at nothing.  Files are never modified once written.
+
+Very large bodies never sit whole in memory: the HTTP layer streams them
+into ``incoming/`` as they arrive (``BodyWriter``, hashing on the way),
+cleanup parses the file, and the spool adopts it as the payload with one
+rename (``adopt``).  Deliveries send them from the file.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
 import os
+import secrets
 from pathlib import Path
+
+
+#: Bodies larger than this are handled as files, never whole in memory: an
+#: upload is streamed to disk, a delivery is sent from its payload file.
+LARGE = 8 << 20
+
+
+@dataclasses.dataclass(frozen=True)
+class SpooledBody:
+    """A body written to ``incoming/`` as it arrived: its file, size and SHA-256."""
+
+    path: Path
+    size: int
+    sha256: str
+
+    def __len__(self) -> int:
+        return self.size
+
+    def head(self, n: int) -> bytes:
+        with open(self.path, "rb") as f:
+            return f.read(n)
+
+    def read(self) -> bytes:
+        return self.path.read_bytes()
+
+    def discard(self) -> None:
+        """Remove the file unless the spool adopted it (then it is gone already)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+class BodyWriter:
+    """Appends a body's pieces to a new file in ``incoming/``, hashing them."""
+
+    def __init__(self, store: "PayloadStore") -> None:
+        incoming = store.root / "incoming"
+        incoming.mkdir(exist_ok=True)
+        self.path = incoming / f"{secrets.token_hex(12)}.part"
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self._hash.update(data)
+        self.size += len(data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view):]
+
+    def finish(self) -> SpooledBody:
+        """Durable on disk (fsync) before anyone is told it was accepted."""
+        try:
+            os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+        return SpooledBody(self.path, self.size, self._hash.hexdigest())
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
 
 
 class PayloadStore:
@@ -23,8 +94,10 @@ class PayloadStore:
     def path(self, sha256: str) -> Path:
         return self.root / self.relpath(sha256)
 
-    def put(self, sha256: str, data: bytes) -> str:
+    def put(self, sha256: str, data: "bytes | SpooledBody") -> str:
         """Write ``data`` durably under its digest; return the relative path."""
+        if isinstance(data, SpooledBody):
+            return self.adopt(data)
         rel = self.relpath(sha256)
         final = self.root / rel
         if final.exists() and final.stat().st_size == len(data):
@@ -42,11 +115,20 @@ class PayloadStore:
         finally:
             os.close(fd)
         os.replace(tmp, final)
-        dfd = os.open(final.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        _fsync_dir(final.parent)
+        return rel
+
+    def adopt(self, body: SpooledBody) -> str:
+        """Make a body already on disk (and fsynced) the payload: one rename."""
+        rel = self.relpath(body.sha256)
+        final = self.root / rel
+        if final.exists() and final.stat().st_size == body.size:
+            os.utime(final)
+            body.discard()
+            return rel
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(body.path, final)
+        _fsync_dir(final.parent)
         return rel
 
     def get(self, rel: str) -> bytes:
@@ -75,3 +157,11 @@ class PayloadStore:
                 except FileNotFoundError:
                     pass
         return removed
+
+
+def _fsync_dir(path: Path) -> None:
+    dfd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)

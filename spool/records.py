@@ -34,7 +34,8 @@ class NewEnvelope:
     dedup_key: str
     document_id: str | None
     sha256: str
-    raw: bytes
+    #: The bytes, or a large body already on disk (``spool.payloads.SpooledBody``).
+    raw: Any
     subject: str | None
     code: str | None
     status_code: str | None

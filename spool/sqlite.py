@@ -39,7 +39,7 @@ import aiosqlite
 
 from hub.errors import ConflictError, HubError, NotFoundError, SpoolError
 from spool.migrations import migrate
-from spool.payloads import PayloadStore
+from spool.payloads import PayloadStore, SpooledBody
 from spool.records import Event, NewEnvelope, StoreResult
 from spool.sqlite_tx import (_EVENT_COLUMNS, GENESIS_HASH, Tx, row_to_event,
                              transition)
@@ -265,6 +265,8 @@ class SqliteSpool(QueueMixin):
         payload_rel = None
         if rec.size > self.inline_limit:
             payload_rel = await asyncio.to_thread(self.payloads.put, rec.sha256, rec.raw)
+        elif isinstance(rec.raw, SpooledBody):  # an inline_limit above the HTTP spill size
+            rec.raw = await asyncio.to_thread(rec.raw.read)
         return await self.write(lambda tx: _store(tx, rec, payload_rel, self.inline_limit,
                                                   self.maximal_lifetime), announced=True)
 
@@ -322,14 +324,18 @@ class SqliteSpool(QueueMixin):
                                "WHERE envelope_id = ? ORDER BY id", (message_id,))
         return [dict(r) for r in rows]
 
-    async def payload(self, sha256: str) -> bytes:
-        row = await self._one("SELECT data, path FROM payloads WHERE sha256 = ?", (sha256,))
+    async def payload(self, sha256: str, *, path_over: int | None = None) -> bytes | Path:
+        """The payload's bytes; with ``path_over``, the file's path instead when
+        it is larger than that (read it, never change it)."""
+        row = await self._one("SELECT data, path, size FROM payloads WHERE sha256 = ?", (sha256,))
         if row is None:
             raise NotFoundError(f"payload {sha256} is not in the spool")
         if row["data"] is not None:
             return bytes(row["data"])
         if row["path"] is None:
             raise NotFoundError(f"payload {sha256} was removed by retention")
+        if path_over is not None and row["size"] > path_over:
+            return self.payloads.root / row["path"]
         return await asyncio.to_thread(self.payloads.get, row["path"])
 
     async def inbox(self, organ: str, *, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:

@@ -118,7 +118,7 @@ async def peer_hub(aiohttp_server):
     async def envelopes(request):
         received.append((dict(request.headers), await request.read()))
         return web.json_response({"id": "peer-1"}, status=202)
-    app = web.Application()
+    app = web.Application(client_max_size=64 << 20)
     app.router.add_post("/v1/envelopes", envelopes)
     server = await aiohttp_server(app)
     return server, received
@@ -186,3 +186,69 @@ async def test_peer_refusal_and_outage(aiohttp_client, make_settings, aiohttp_se
     assert states[SO_NOIVU]["state"] == "failed" and "HTTP 422" in states[SO_NOIVU]["last_error"]
     assert states["000.00.44.H63"]["state"] == "deferred" and "HTTP 503" in states["000.00.44.H63"]["last_error"]
     assert states["000.00.50.H63"]["state"] == "deferred"
+
+
+async def test_large_envelope_streams_to_disk_and_relays_from_its_file(aiohttp_client, make_settings,
+                                                                       peer_hub, dev_keys):
+    # Given: an envelope over spool.payloads.LARGE, with the characters that
+    # c14n and serialisation escape in its attachment, signed by its sender
+    from spool.payloads import LARGE
+    server, received = peer_hub
+    url = f"http://127.0.0.1:{server.port}/v1/envelopes"
+    adapters = {"mailbox": MailboxAdapter("mailbox", {}),
+                "peer.lucyen": EdxmlHttpAdapter("peer.lucyen", {"url": url})}
+    client = await aiohttp_client(create_app(make_settings(), adapters=adapters))
+    hub = client.app[HUB]
+    payloads = hub.spool.payloads.root
+    raw = samples.edoc(MAU_A, ["000.00.44.H63"], 7, size=LARGE + (1 << 20))
+    raw = raw.replace(b"<ContentTransferEncoded>", b"<ContentTransferEncoded>&amp;&lt;&gt;&#13;", 1)
+    raw = sign_envelope(raw, *org_key(dev_keys, MAU_A))
+    assert len(raw) > LARGE
+    token = hub.tokens.issue(MAU_A)
+    # When: it is posted
+    status, body = await post(client, token, raw)
+    # Then: it was verified from the file the upload was streamed to, and that
+    # file became the payload: nothing is left in incoming/
+    assert status == 202, body
+    env = await hub.spool.envelope(body["id"])
+    assert env["signature"]["result"] == "valid"
+    stored = await hub.spool.payload(env["sha256"], path_over=LARGE)
+    assert isinstance(stored, Path) and stored.read_bytes() == raw
+    assert env["sha256"] == hashlib.sha256(raw).hexdigest()
+    assert not list((payloads / "incoming").iterdir())
+    # a re-post is the same message and leaves nothing behind either
+    assert (await post(client, token, raw))[0] == 200
+    # and a large body that is refused leaves nothing behind
+    status, refused = await post(client, token, raw.replace(b"</edXML>", b"</edXML><x/>"))
+    assert status == 422, refused
+    assert not list((payloads / "incoming").iterdir())
+    # The relay: signed file to file, sent from the file, the file removed
+    for _ in range(500):
+        if received:
+            break
+        await asyncio.sleep(0.02)
+    _headers, wire = received[0]
+    assert verify_hop(wire, hub.keys.cert)
+    assert check_sender(parse_xml(wire), MAU_A, hub.trust).result == "valid"
+    for _ in range(100):
+        deliveries = await hub.spool.deliveries(body["id"])
+        if deliveries[0]["state"] == "delivered":
+            break
+        await asyncio.sleep(0.02)
+    assert deliveries[0]["state"] == "delivered"
+    assert not list((payloads / "outgoing").iterdir())
+
+
+def test_documents_with_big_attachments_are_written_like_tostring():
+    import io
+
+    from lxml import etree
+
+    from hub import dsig
+    raw = samples.edoc(MAU_A, [VP_UBND], 1, size=3_000_000)
+    raw = raw.replace(b"<ContentTransferEncoded>", b"<ContentTransferEncoded>&amp;&lt;&gt;&#13;\xc3\xa9", 1)
+    root = parse_xml(raw)
+    out = io.BytesIO()
+    dsig.write_document(root, out)
+    assert out.getvalue() == etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+    assert etree.tostring(root) == etree.tostring(parse_xml(raw))  # the tree is as it was
