@@ -171,3 +171,41 @@ def test_message_ids_sort_by_time():
     a = new_message_id(1_700_000_000.0)
     b = new_message_id(1_700_000_000.5)
     assert len(a) == 26 and a < b
+
+
+async def test_payload_bytes_is_kept_exact_without_scanning(tmp_path):
+    # Given: a spool at schema 3 that already holds payloads (an upgrade)
+    from spool.migrations import _statements
+    conn = sqlite3.connect(tmp_path / "spool.db", isolation_level=None)
+    for number in range(3):
+        for statement in _statements(MIGRATIONS[number]):
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 3")
+    conn.execute("INSERT INTO payloads (sha256, size, data, path, created_at) VALUES ('a', 7, x'00', NULL, 0)")
+    conn.execute("INSERT INTO payloads (sha256, size, data, path, created_at) VALUES ('b', 5, NULL, NULL, 0)")
+    conn.close()
+    sp = SqliteSpool(tmp_path, inline_limit=1024, commit_max_wait=0.005)
+    await sp.open()
+    try:
+        def scanned() -> int:
+            c = sqlite3.connect(sp.db_path)
+            n = c.execute("SELECT COALESCE(SUM(size), 0) FROM payloads "
+                          "WHERE data IS NOT NULL OR path IS NOT NULL").fetchone()[0]
+            c.close()
+            return n
+        # Then: the total starts from what was there (the retired row does not count)
+        assert await sp.payload_bytes() == scanned() == 7
+        # and follows inline and file payloads, duplicates, retention and re-sending
+        small, large = envelope(b"s" * 100, "D1"), envelope(b"L" * 5000, "D2")
+        for rec in (small, large, envelope(b"s" * 100, "D3")):
+            await sp.store(rec)
+        assert await sp.payload_bytes() == scanned() == 7 + 100 + 5000
+        for row in spool_rows(sp, State.QUEUED):
+            await sp.transition(row[0], (State.QUEUED,), State.DELIVERED)
+        await sp.retire_payloads(sp.clock() + 1)
+        assert await sp.payload_bytes() == scanned() < 7 + 100 + 5000
+        after_retention = scanned()
+        await sp.store(envelope(b"L" * 5000, "D4"))
+        assert await sp.payload_bytes() == scanned() == after_retention + 5000
+    finally:
+        await sp.close()
