@@ -61,6 +61,10 @@ class _Op:
         self.announced = announced
 
 
+#: How often the checkpointer folds the write-ahead log into the database.
+CHECKPOINT_SECONDS = 0.25
+
+
 class SqliteSpool(QueueMixin):
     backend = "sqlite"
 
@@ -78,6 +82,8 @@ class SqliteSpool(QueueMixin):
         self.clock = clock
         self._w: aiosqlite.Connection | None = None
         self._r: aiosqlite.Connection | None = None
+        self._ck: aiosqlite.Connection | None = None
+        self._ck_task: asyncio.Task[None] | None = None
         self._queue: asyncio.Queue[_Op | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self._expecting = 0
@@ -106,13 +112,40 @@ class SqliteSpool(QueueMixin):
         if row is not None:
             self._last_event_id, self._last_hash = row["id"], row["hash"]
             self._committed_event_id = row["id"]
+        # Checkpoints off the writer's path: SQLite's automatic checkpoint runs
+        # inside the COMMIT that crosses the threshold, and on a large spool
+        # it writes pages all over the database file while every accept in
+        # that batch waits.  A connection of its own checkpoints instead
+        # (PASSIVE: concurrent with the writer and readers, never blocking).
+        await self._w.execute("PRAGMA wal_autocheckpoint=0")
+        self._ck = await aiosqlite.connect(self.db_path, isolation_level=None)
+        await self._ck.execute("PRAGMA busy_timeout=10000")
+        self._ck_task = asyncio.create_task(self._checkpointer(), name="spool-checkpoint")
         self._writer_task = asyncio.create_task(self._writer(), name="spool-writer")
+
+    async def _checkpointer(self) -> None:
+        conn = self._ck
+        assert conn is not None
+        while True:
+            await asyncio.sleep(CHECKPOINT_SECONDS)
+            try:
+                await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:
+                log.warning("spool checkpoint failed (will retry): %s", exc)
 
     async def close(self) -> None:
         if self._writer_task is not None:
             await self._queue.put(None)
             await self._writer_task
             self._writer_task = None
+        if self._ck_task is not None:
+            self._ck_task.cancel()
+            await asyncio.gather(self._ck_task, return_exceptions=True)
+            self._ck_task = None
+        if self._ck is not None:
+            await self._ck.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            await self._ck.close()
+            self._ck = None
         for conn in (self._r, self._w):
             if conn is not None:
                 await conn.close()

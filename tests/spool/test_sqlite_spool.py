@@ -209,3 +209,23 @@ async def test_payload_bytes_is_kept_exact_without_scanning(tmp_path):
         assert await sp.payload_bytes() == scanned() == after_retention + 5000
     finally:
         await sp.close()
+
+
+async def test_checkpoints_run_beside_the_writer(spool):
+    # The writer never checkpoints inside a COMMIT (wal_autocheckpoint=0); the
+    # spool's own checkpointer folds the log into the database file soon after.
+    from spool import sqlite as spool_sqlite
+    res = await spool.store(envelope(b"<x/>", "D-ck"))
+
+    def in_database_file() -> int:
+        # immutable=1 reads the database file alone, ignoring the write-ahead log
+        conn = sqlite3.connect(f"file:{spool.db_path}?immutable=1", uri=True)
+        try:
+            return conn.execute("SELECT COUNT(*) FROM envelopes WHERE id = ?", (res.id,)).fetchone()[0]
+        except sqlite3.OperationalError:  # not even the schema is in the file yet
+            return 0
+        finally:
+            conn.close()
+    assert in_database_file() == 0  # committed, in the log only
+    await asyncio.sleep(spool_sqlite.CHECKPOINT_SECONDS * 3)
+    assert in_database_file() == 1
