@@ -26,7 +26,7 @@ from hub import edxml, xmlsafe
 from hub.directory import Directory
 from hub.errors import ForbiddenError, ValidationError
 from hub.keys import HubKeys, TrustStore
-from hub.receipts_xml import ReceiptFields, build_receipt
+from hub.receipts_xml import ReceiptFields, build_receipt, build_receipts
 from hub.signing import verify_sender
 from hub.workers import WorkerPool
 from spool.payloads import SpooledBody
@@ -125,6 +125,11 @@ def _sign_hop_in_worker(raw: bytes, now: datetime) -> bytes:
     return sign_hop(raw, hub_id=_worker.directory.hub.id, keys=_worker.keys, now=now)
 
 
+def _build_receipts_in_worker(fields: list[ReceiptFields]) -> list[bytes]:
+    assert _worker is not None, "worker not initialised"
+    return build_receipts(fields, _worker.keys)
+
+
 def _inspect_in_worker(raw: bytes, identity: str, message_id: str, at: float) -> Inspected:
     assert _worker is not None, "worker not initialised"
     return _worker.inspect(raw, identity, message_id, at)
@@ -169,6 +174,11 @@ class CpuPool:
             return await asyncio.to_thread(sign_hop, raw, hub_id=c.directory.hub.id, keys=c.keys,
                                            now=now)
         return sign_hop(raw, hub_id=c.directory.hub.id, keys=c.keys, now=now)
+
+    async def build_receipts(self, fields: list[ReceiptFields]) -> list[bytes]:
+        """Sign a batch of receipts (``hub.receipts_xml.build_receipts``) in a worker."""
+        assert self._pool is not None
+        return await self._pool.call(_build_receipts_in_worker, fields)
 
     async def close(self) -> None:
         if self._pool is not None:

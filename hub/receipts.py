@@ -174,7 +174,9 @@ class ReceiptIssuer:
             return []
         pairs = await self._fields(events)
         fields = [f for _, f in pairs]
-        if len(fields) > THREAD_AT:
+        if self.hub.cpu.workers:  # the worker processes hold the same key
+            xmls = await self.hub.cpu.build_receipts(fields)
+        elif len(fields) > THREAD_AT:
             xmls = await asyncio.to_thread(build_receipts, fields, self.hub.keys)
         else:
             xmls = build_receipts(fields, self.hub.keys)

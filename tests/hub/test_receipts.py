@@ -311,3 +311,21 @@ async def test_tampered_receipt_or_other_hub_fails_verification(client, auth, tm
     other = load_hub_keys(tmp_path / "other" / "hub.key", tmp_path / "other" / "hub.pem")
     with pytest.raises(ValidationError):
         verify_receipt(xml, other.cert)
+
+
+async def test_receipts_signed_in_a_worker_process_verify_alike(aiohttp_client, make_settings,
+                                                                signed_by_mau_a):
+    # Given: the default worker process (cpu_workers = 1), which signs the
+    # issuer's receipts with its own copy of the hub key
+    from hub.api import HUB
+    client = await aiohttp_client(create_app(make_settings(cpu_workers=1)))
+    hub = client.app[HUB]
+
+    def auth(organ, role="agency"):
+        return {"Authorization": f"Bearer {hub.tokens.issue(organ, role)}"}
+    raw, sent = await life_of_a_document(client, auth, signed_by_mau_a, n=31)
+    items = await wait_receipts(client, auth(MAU_A), 5, document=sent["id"])
+    cert = await hub_cert(client)
+    for i in items:
+        f = verify_receipt(await receipt_xml(client, auth(MAU_A), i["id"]), cert)
+        assert (f.receipt_id, f.event, f.state) == (i["id"], i["event"], i["state"])
