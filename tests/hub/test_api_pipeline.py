@@ -231,3 +231,21 @@ async def test_organ_id_policy(aiohttp_client, make_settings, policy, status):
     else:
         assert body["error"]["code"] == "bad_organ_id"
         assert body["error"]["details"]["path"].endswith("/To/OrganId")
+
+
+def test_a_token_once_verified_still_expires_and_stays_tied_to_its_mac():
+    import time
+
+    from hub.auth import TokenAuthority
+    from hub.errors import AuthError
+    authority = TokenAuthority(b"s" * 32)
+    token = authority.issue(MAU_A, lifetime=60, now=1000)
+    assert authority.verify(token, now=1010).organ == MAU_A  # checked, then remembered
+    with pytest.raises(AuthError) as expired:
+        authority.verify(token, now=1061)
+    assert expired.value.code == "token_expired"
+    # a forged variant of a remembered token is still refused
+    version, payload, mac = token.split(".")
+    with pytest.raises(AuthError):
+        authority.verify(f"{version}.{payload}.{mac[:-2]}AA", now=1010)
+    assert authority.verify(authority.issue(VP_UBND), now=time.time()).organ == VP_UBND
