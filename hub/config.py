@@ -13,6 +13,7 @@ directory (``provincial``, ``peer.yenbinh``, …).
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -63,6 +64,21 @@ def _bool(value: Any) -> bool:
     raise ConfigError(f"must be true or false, not {value!r}")
 
 
+def _workers(value: Any) -> int:
+    if str(value).lower() == "auto":
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not Linux
+            return max(1, os.cpu_count() or 1)
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"must be a number of processes or auto, not {value!r}") from None
+    if count < 0:
+        raise ConfigError(f"must be 0 or more, not {count}")
+    return count
+
+
 def _listen(value: Any) -> str:
     host, sep, port = str(value).rpartition(":")
     if not sep or not host or not port.isdigit():
@@ -98,10 +114,10 @@ PARAMS: tuple[Param, ...] = (
           "Group commit: how long the spool writer waits for more concurrent accepts before one "
           "durable commit."),
     Param("commit_max_batch", 256, int, "Group commit: most operations in one transaction."),
-    Param("cpu_workers", 1, int,
-          "Worker processes for cleanup's CPU work (parse, validate, verify, sign the receipt) on "
-          "envelopes up to 64 KiB, so the hub uses more than one core. 0: all in the hub's own "
-          "process."),
+    Param("cpu_workers", "auto", _workers,
+          "Worker processes for the CPU work of small envelopes (up to 64 KiB): parse, validate, "
+          "verify, sign the receipts and the hop signatures, so the hub uses more than one core. "
+          "auto: one per CPU the hub may run on. 0: all in the hub's own process."),
     Param("default_signature_policy", "verify_if_present",
           _choice("required", "verify_if_present", "record_only"),
           "Sender-signature policy for organisations whose directory entry sets none."),

@@ -45,6 +45,8 @@ def test_sizes(text, size):
     ({"max_envelope_size": "big"}, "max_envelope_size"),
     ({"organ_id_policy": "loose"}, "organ_id_policy"),
     ({"listen": "8780"}, "listen"),
+    ({"cpu_workers": "many"}, "cpu_workers"),
+    ({"cpu_workers": -1}, "cpu_workers"),
     ({"minimal_backoff": "2h", "maximal_backoff": "1h"}, "minimal_backoff"),
 ])
 def test_bad_values_are_named(raw, fragment):

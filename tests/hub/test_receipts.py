@@ -315,7 +315,7 @@ async def test_tampered_receipt_or_other_hub_fails_verification(client, auth, tm
 
 async def test_receipts_signed_in_a_worker_process_verify_alike(aiohttp_client, make_settings,
                                                                 signed_by_mau_a):
-    # Given: the default worker process (cpu_workers = 1), which signs the
+    # Given: a worker process (cpu_workers = 1), which signs the
     # issuer's receipts with its own copy of the hub key
     from hub.api import HUB
     client = await aiohttp_client(create_app(make_settings(cpu_workers=1)))
