@@ -8,9 +8,11 @@ commands that only read configuration or the directory work offline.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import json
 import logging
+import signal
 import sys
 import urllib.error
 import urllib.request
@@ -121,9 +123,40 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     app = create_app(settings)
     print(f"lienthong-hub listening on http://{settings.listen} (data: {settings.data_path})",
           flush=True)
+    loop = asyncio.new_event_loop()
+    _stop_on_signals(loop)
     web.run_app(app, host=settings.listen_host, port=settings.listen_port, print=None,
-                access_log=None, handle_signals=True)
+                access_log=None, handle_signals=False, loop=loop)
+    # Stopped: the interpreter's exit would put back the default (death) for
+    # any signal still to come; it has nothing left to interrupt.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
     return 0
+
+
+def _stop_on_signals(loop: asyncio.AbstractEventLoop) -> None:
+    """SIGTERM or SIGINT starts one orderly shutdown; later ones are only logged.
+
+    aiohttp's own handlers raise again on every signal, and a second one
+    (``timeout`` signals the process and then its group; an impatient
+    Ctrl-C) would cancel the shutdown half-way, leaving the spool's threads
+    running and the process hanging.  Anything in flight is safe either way:
+    the spool recovers on the next start."""
+    from aiohttp.web_runner import GracefulExit
+
+    def again(signum: int, frame: Any) -> None:
+        logging.getLogger("hub").warning("already stopping: finishing the attempts in flight")
+
+    def stop() -> None:
+        # Plain handlers from here to the process's exit: the loop's would be
+        # reset to the default (death) when it closes, before the exit is done.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, again)
+        logging.getLogger("hub").info("stopping")
+        raise GracefulExit()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
 
 
 def _authority(settings: Settings, *, create: bool = False) -> TokenAuthority:

@@ -24,8 +24,10 @@ with a 500 and is replaced at once; a worker whose parent dies goes too
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import multiprocessing
+import multiprocessing.util  # its exit handler is registered before ours (_kill_leftovers)
 import os
 import pickle
 import signal
@@ -134,10 +136,20 @@ class WorkerPool:
         ctx = multiprocessing.get_context("spawn")
         process = ctx.Process(target=_worker_main, name=f"lienthong-{self.name}", daemon=True,
                               args=(child_sock, os.getpid(), self.initializer, self.initargs))
+        # The child inherits ignored SIGINT/SIGTERM from its first instruction:
+        # a signal to the whole process group while it is still starting would
+        # otherwise kill it (a signal to the hub in these few milliseconds is
+        # lost; run it again).
+        saved = {}
+        if threading.current_thread() is threading.main_thread():
+            saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             process.start()
         finally:
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
             child_sock.close()
+        _ALL.add(process)
         loop = asyncio.get_running_loop()
         _transport, link = await loop.create_unix_connection(lambda: _Link(self, process),
                                                              sock=parent_sock)
@@ -190,6 +202,24 @@ def _reap(processes: list[Any], grace: float) -> None:
         if p.is_alive():
             p.kill()
             p.join(1.0)
+        _ALL.discard(p)
+
+
+#: Every worker still running.  Workers ignore SIGTERM (see _worker_main), so
+#: multiprocessing's own exit handler, which terminates and then joins
+#: daemonic children, would wait forever for one the pool did not close (a
+#: hub whose shutdown failed half-way); this handler, registered after it
+#: and so run before it, kills them first.
+_ALL: set[Any] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    for p in list(_ALL):
+        if p.is_alive():
+            p.kill()
+            p.join(1.0)
+    _ALL.clear()
 
 
 # -- in the worker ----------------------------------------------------------------
@@ -208,7 +238,10 @@ def _die_with_parent(parent: int) -> None:
 def _worker_main(sock: socket.socket, parent: int, initializer: Callable[..., Any],
                  initargs: tuple[Any, ...]) -> None:
     _die_with_parent(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the hub decides when we stop
+    # The hub decides when we stop (it closes our socket): a Ctrl-C or a
+    # SIGTERM sent to the whole process group must not kill us first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     initializer(*initargs)
     rfile = sock.makefile("rb", buffering=1 << 16)
     while True:

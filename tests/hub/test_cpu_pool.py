@@ -108,3 +108,54 @@ async def test_a_dead_worker_fails_its_calls_and_is_replaced():
     while os.path.exists(f"/proc/{new_pid}") and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     assert not os.path.exists(f"/proc/{new_pid}")
+
+
+def test_sigterm_to_the_process_group_twice_stops_the_hub_cleanly(tmp_path):
+    # Given: a hub in a process group of its own, with its workers (as under
+    # systemd, or `timeout`, which signals the process and then its group)
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from support import REPO, free_port
+    port = free_port()
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "serve", "--data", str(tmp_path / "d"),
+                                 "--listen", f"127.0.0.1:{port}"], cwd=REPO, stdout=out, stderr=out,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1).read()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                                 text=True).stdout.split()
+        assert workers
+        # When: SIGTERM reaches every process of the group, twice
+        os.killpg(proc.pid, signal.SIGTERM)
+        time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGTERM)
+        # Then: one orderly shutdown; no traceback; the workers are gone
+        assert proc.wait(20) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert "Traceback" not in text and "exited (code" not in text, text
+    assert "stopping" in text
+
+    def alive() -> list[str]:
+        return [w for w in workers if os.path.exists(f"/proc/{w}")
+                and open(f"/proc/{w}/stat").read().split()[2] != "Z"]
+    deadline = time.monotonic() + 10  # multiprocessing's resource tracker leaves on its own
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive()
