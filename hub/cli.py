@@ -124,6 +124,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     app = create_app(settings)
     print(f"lienthong-hub listening on http://{settings.listen} (data: {settings.data_path})",
           flush=True)
+    _return_big_buffers()
     loop = asyncio.new_event_loop()
     _stop_on_signals(loop)
 
@@ -141,6 +142,18 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
     return 0
+
+
+def _return_big_buffers() -> None:
+    """Buffers of 4 MiB and more (envelopes, parsed attachments) go back to
+    the system when freed.  glibc raises its mmap threshold after each such
+    free, up to 32 MiB, so a 10 MB document's copies would otherwise stay in
+    the heap and the hub's footprint would ratchet up with every one."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").mallopt(-3, 4 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: its own policy applies
+        pass
 
 
 def _stop_on_signals(loop: asyncio.AbstractEventLoop) -> None:
