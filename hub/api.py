@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
@@ -19,7 +20,7 @@ from hub import cleanup
 from hub.config import Settings
 from hub.context import open_hub
 from hub.errors import ForbiddenError, NotFoundError, ValidationError
-from spool.payloads import SpooledBody
+from spool.payloads import LARGE, SpooledBody
 from hub.web import (HUB, XML_TYPES, errors_middleware, hub_of, identity, int_param, iso,
                      json_response,
                      read_body)
@@ -115,12 +116,23 @@ async def get_inbox_item(request: web.Request) -> web.Response:
     item = await hub.spool.inbox_item(ident.organ, message_id)
     if item is None:
         await not_in_inbox(hub, ident.organ, message_id)
-    raw = await hub.spool.payload(item["sha256"])
+    raw = await hub.spool.payload(item["sha256"], path_over=LARGE)
     await hub.spool.mark_fetched(item["id"])
-    return web.Response(body=raw, content_type="application/xml", charset="utf-8", headers={
-        "X-Lienthong-Message-Id": message_id, "X-Lienthong-Sender": item["sender"],
-        "X-Lienthong-Kind": item["kind"], "X-Lienthong-State": item["state"],
-        "ETag": f'"{item["sha256"]}"'})
+    headers = {"X-Lienthong-Message-Id": message_id, "X-Lienthong-Sender": item["sender"],
+               "X-Lienthong-Kind": item["kind"], "X-Lienthong-State": item["state"],
+               "ETag": f'"{item["sha256"]}"'}
+    if not isinstance(raw, Path):
+        return web.Response(body=raw, content_type="application/xml", charset="utf-8",
+                            headers=headers)
+    # A large document goes out from its payload file, 1 MiB at a time.
+    resp = web.StreamResponse(headers={**headers, "Content-Type": "application/xml; charset=utf-8"})
+    with open(raw, "rb") as f:
+        resp.content_length = os.fstat(f.fileno()).st_size
+        await resp.prepare(request)
+        while chunk := await asyncio.to_thread(f.read, 1 << 20):
+            await resp.write(chunk)
+    await resp.write_eof()
+    return resp  # type: ignore[return-value]
 
 
 async def not_in_inbox(hub: Any, organ: str, message_id: str) -> None:

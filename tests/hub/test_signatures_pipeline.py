@@ -237,6 +237,15 @@ async def test_large_envelope_streams_to_disk_and_relays_from_its_file(aiohttp_c
         await asyncio.sleep(0.02)
     assert deliveries[0]["state"] == "delivered"
     assert not list((payloads / "outgoing").iterdir())
+    # A large document for a mailbox is fetched whole, from its file
+    raw2 = sign_envelope(samples.edoc(MAU_A, [VP_UBND], 8, size=LARGE + 1000), *org_key(dev_keys, MAU_A))
+    status, body2 = await post(client, token, raw2)
+    assert status == 202, body2
+    resp = await client.get(f"/v1/inbox/{body2['id']}",
+                            headers={"Authorization": f"Bearer {hub.tokens.issue(VP_UBND)}"})
+    assert resp.status == 200 and resp.content_type == "application/xml"
+    assert resp.headers["ETag"] == f'"{hashlib.sha256(raw2).hexdigest()}"'
+    assert await resp.read() == raw2
 
 
 def test_documents_with_big_attachments_are_written_like_tostring():
