@@ -129,6 +129,8 @@ class WorkerPool:
         self._ids = 0
         self._closing = False
         self._starting: asyncio.Task[None] | None = None
+        self._last_restart = float("-inf")
+        self._delay = 0.0
 
     async def start(self) -> None:
         if self._starting is None:
@@ -186,19 +188,30 @@ class WorkerPool:
         threading.Thread(target=process.join, args=(5,), daemon=True).start()  # reap it
         if self._closing:
             return
-        log.error("%s process %s exited (code %s) with %d calls in flight; starting another",
-                  self.name, process.pid, process.exitcode, pending)
+        # A worker that keeps dying (keys it cannot read, say) is restarted
+        # less and less often, not in a loop: 1 s, 2 s, … up to a minute.
+        now = time.monotonic()
+        self._delay = 0.0 if now - self._last_restart > 60 else min(60.0, max(1.0, 2 * self._delay))
+        self._last_restart = now
+        log.error("%s process %s exited (code %s) with %d calls in flight; starting another%s",
+                  self.name, process.pid, process.exitcode, pending,
+                  f" in {self._delay:.0f}s" if self._delay else "")
         self.restarts += 1
-        self._starting = asyncio.ensure_future(self._start())
+        self._starting = asyncio.ensure_future(self._restart(self._delay))
+
+    async def _restart(self, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        if not self._closing:
+            await self._start()
 
     async def close(self, grace: float = 5.0) -> None:
         """Close every socket (workers exit at end of file), then wait for them."""
         self._closing = True
         if self._starting is not None:
-            try:
-                await self._starting
-            except Exception:
-                pass
+            if not self._starting.done():
+                self._starting.cancel()  # a restart still waiting out its delay
+            await asyncio.gather(self._starting, return_exceptions=True)
         links, self.links = list(self.links), []
         for link in links:
             if link.transport is not None:

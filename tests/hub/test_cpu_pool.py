@@ -159,3 +159,23 @@ def test_sigterm_to_the_process_group_twice_stops_the_hub_cleanly(tmp_path):
     while alive() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive()
+
+
+async def test_a_worker_that_cannot_start_is_retried_with_a_growing_delay():
+    import os
+    import time
+
+    import pytest
+
+    from hub.workers import WorkerLost, WorkerPool
+    pool = WorkerPool(1, int, ("not a number",), name="test")  # its initializer raises
+    await pool.start()
+    try:
+        for _ in range(3):
+            with pytest.raises(WorkerLost):
+                await pool.call(os.getpid)
+        assert pool.restarts >= 2 and pool._delay >= 1.0  # not restarted in a loop
+    finally:
+        t0 = time.monotonic()
+        await pool.close()
+        assert time.monotonic() - t0 < 5  # a restart waiting out its delay does not hold it up
