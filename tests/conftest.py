@@ -75,7 +75,8 @@ def auth(hub):
 
 def pytest_collection_modifyitems(config, items):  # noqa: D401
     if not SAMPLES.is_dir() and os.environ.get("CI"):
-        raise pytest.UsageError(f"reference samples missing at {SAMPLES}")
+        raise pytest.UsageError(f"reference samples missing at {SAMPLES} (set LIENTHONG_SHARED "
+                                f"to the shared reference tree)")
 
 
 @pytest.fixture

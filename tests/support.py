@@ -1,11 +1,40 @@
 """Constants and helpers shared by the tests (importable: tests/ is on pythonpath)."""
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+
+
+def _shared() -> Path:
+    """The project's shared reference tree (DESIGN.md, reference/edxml/...).
+
+    ``$LIENTHONG_SHARED`` if set; else ``shared/`` beside this checkout; else
+    beside the repository it was cloned from (a CI clone in /tmp has no
+    sibling, but its ``origin`` does)."""
+    if os.environ.get("LIENTHONG_SHARED"):
+        return Path(os.environ["LIENTHONG_SHARED"])
+    beside = REPO.parent / "shared"
+    if beside.is_dir():
+        return beside
+    try:
+        origin = subprocess.run(["git", "-C", str(REPO), "remote", "get-url", "origin"],
+                                capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        origin = ""
+    if origin and "://" not in origin and ":" not in origin.split("/", 1)[0]:
+        source = Path(origin)
+        source = source if source.is_absolute() else (REPO / source)
+        candidate = source.resolve().parent / "shared"
+        if candidate.is_dir():
+            return candidate
+    return beside
+
+
+SHARED = _shared()
 SAMPLES = SHARED / "reference" / "edxml" / "vpcp-sdk-samples"
 
 #: Organisations used throughout the tests (from the bundled directory).
