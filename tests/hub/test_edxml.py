@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import time
 from datetime import UTC, date, datetime
-from pathlib import Path
 
 import pytest
 from lxml import etree
@@ -14,7 +13,7 @@ from hub import edxml, xmlsafe
 from hub.edxml import Envelope, ResponseFor, Trace
 from hub.errors import ValidationError
 
-SAMPLES = Path(__file__).resolve().parents[2].parent / "shared/reference/edxml/vpcp-sdk-samples"
+from support import SAMPLES  # noqa: E402
 NS = "http://www.mic.gov.vn/TBT/QCVN_102_2016"
 MH = "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader"
 VPCP_DOC = "000.00.00.G22,2015/09/30,7816/VPCP-TTĐT"

@@ -16,7 +16,7 @@ from lxml import etree
 from hub import xmlsafe
 from hub.errors import TooLargeError, ValidationError
 
-SAMPLES = Path(__file__).resolve().parents[2].parent / "shared/reference/edxml/vpcp-sdk-samples"
+from support import SAMPLES  # noqa: E402
 NS = "http://www.mic.gov.vn/TBT/QCVN_102_2016"
 MAX = 1_000_000
 

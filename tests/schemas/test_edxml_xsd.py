@@ -13,7 +13,7 @@ from lxml import etree
 from hub import xmlsafe
 from hub.errors import ValidationError
 
-SAMPLES = Path(__file__).resolve().parents[2].parent / "shared/reference/edxml/vpcp-sdk-samples"
+from support import SAMPLES  # noqa: E402
 SAMPLE_FILES = sorted(SAMPLES.glob("*.edxml"))
 XSD = Path(__file__).resolve().parents[2] / "schemas/edxml.xsd"
 NS = "http://www.mic.gov.vn/TBT/QCVN_102_2016"
