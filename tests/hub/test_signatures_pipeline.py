@@ -110,6 +110,16 @@ async def test_legacy_sample_signature_by_policy(aiohttp_client, make_settings, 
         assert body["error"]["code"] == "signature_required"
 
 
+async def wait_first_delivered(hub, message_id: str, tries: int = 100) -> list[dict]:
+    """The message's deliveries once the first is delivered, or after ``tries`` × 20 ms."""
+    for _ in range(tries):
+        deliveries = await hub.spool.deliveries(message_id)
+        if deliveries[0]["state"] == "delivered":
+            break
+        await asyncio.sleep(0.02)
+    return deliveries
+
+
 @pytest.fixture
 async def peer_hub(aiohttp_server):
     """A fake peer district hub: records what it receives, answers 202."""
@@ -150,11 +160,7 @@ async def test_relay_adds_trace_and_hop_signature(aiohttp_client, make_settings,
     original = await hub.spool.payload(env["sha256"])
     assert original == raw and wire != raw
     assert check_sender(parse_xml(original), MAU_A, hub.trust).result == "valid"
-    for _ in range(100):
-        deliveries = await hub.spool.deliveries(body["id"])
-        if deliveries[0]["state"] == "delivered":
-            break
-        await asyncio.sleep(0.02)
+    deliveries = await wait_first_delivered(hub, body["id"])
     assert deliveries[0]["state"] == "delivered"
 
 
@@ -230,11 +236,7 @@ async def test_large_envelope_streams_to_disk_and_relays_from_its_file(aiohttp_c
     _headers, wire = received[0]
     assert verify_hop(wire, hub.keys.cert)
     assert check_sender(parse_xml(wire), MAU_A, hub.trust).result == "valid"
-    for _ in range(100):
-        deliveries = await hub.spool.deliveries(body["id"])
-        if deliveries[0]["state"] == "delivered":
-            break
-        await asyncio.sleep(0.02)
+    deliveries = await wait_first_delivered(hub, body["id"])
     assert deliveries[0]["state"] == "delivered"
     assert not list((payloads / "outgoing").iterdir())
     # A large document for a mailbox is fetched whole, from its file
