@@ -20,10 +20,10 @@ from hub import cleanup
 from hub.config import Settings
 from hub.context import open_hub
 from hub.errors import ForbiddenError, NotFoundError, ValidationError
-from spool.payloads import LARGE, SpooledBody
 from hub.web import (HUB, XML_TYPES, errors_middleware, hub_of, identity, int_param, iso,
                      json_response,
                      read_body)
+from spool.payloads import LARGE, SpooledBody
 
 #: Feature modules that mount their own routes: each has ``setup_routes(app)``.
 ROUTE_MODULES: tuple[str, ...] = ("hub.queue_api", "hub.events", "hub.metrics", "hub.receipts",

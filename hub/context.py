@@ -97,7 +97,7 @@ class HubContext:
         outgoing.mkdir(exist_ok=True)
         out = outgoing / f"{secrets.token_hex(12)}.part"
         try:
-            await self.cpu.sign_hop(raw, now, out)
+            await self.cpu.sign_hop_file(raw, out, now)
         except BaseException:
             out.unlink(missing_ok=True)
             raise

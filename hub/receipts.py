@@ -55,7 +55,7 @@ from aiohttp import web
 
 from hub.context import HubContext
 from hub.errors import ForbiddenError, NotFoundError, ValidationError
-from hub.receipts_xml import EVENTS, ReceiptFields, build_receipts
+from hub.receipts_xml import EVENTS, ReceiptFields
 from hub.web import HUB, hub_of, identity, int_param, iso, json_response, parse_time
 from spool.records import Event
 from spool.sqlite_tx import Tx
@@ -72,8 +72,6 @@ OUTCOMES = frozenset({State.DELIVERED.value, State.FAILED.value})
 RECORDED = "recorded"
 #: Events read per page while issuing.
 PAGE = 500
-#: Batches of more receipts than this are signed in a worker thread.
-THREAD_AT = 8
 #: Examined events without receipts after which the cursor is saved anyway.
 CURSOR_SLACK = 5000
 RETRY_DELAY = 1.0
@@ -174,12 +172,7 @@ class ReceiptIssuer:
             return []
         pairs = await self._fields(events)
         fields = [f for _, f in pairs]
-        if self.hub.cpu.workers:  # the worker processes hold the same key
-            xmls = await self.hub.cpu.build_receipts(fields)
-        elif len(fields) > THREAD_AT:
-            xmls = await asyncio.to_thread(build_receipts, fields, self.hub.keys)
-        else:
-            xmls = build_receipts(fields, self.hub.keys)
+        xmls = await self.hub.cpu.build_receipts(fields)
         return [(f.receipt_id, ev.id, f.message_id, f.event, f.sender, f.recipient, f.state,
                  f.business_status, ev.at, xml) for (ev, f), xml in zip(pairs, xmls)]
 

@@ -112,10 +112,14 @@ def _parser() -> etree.XMLParser:
     return parser
 
 
-def parse_xml(raw: bytes) -> etree._Element:
-    """Parse bytes the hub or a peer hub produced: no DTD, no entities, no network."""
+def parse_xml(raw: bytes | Path) -> etree._Element:
+    """Parse what the hub or a peer hub produced (bytes, or a payload file that
+    libxml2 reads itself): no DTD, no entities, no network."""
     try:
-        root = etree.fromstring(raw, parser=_parser())
+        if isinstance(raw, Path):
+            root = etree.parse(str(raw), _parser()).getroot()
+        else:
+            root = etree.fromstring(raw, parser=_parser())
     except etree.XMLSyntaxError as exc:
         raise ValidationError(f"malformed XML: {exc}", code="xml_malformed",
                               details={"line": exc.lineno}) from exc
@@ -403,14 +407,7 @@ def sign_hop_file(src: Path, dst: Path, *, hub_id: str, keys: HubKeys, now: dt.d
     """``sign_hop`` from file to file, for payloads too large to hold twice:
     libxml2 reads ``src``, and the output is written with the big
     attachments streamed (``dsig.write_document``), never copied whole."""
-    try:
-        tree = etree.parse(str(src), _parser())
-    except etree.XMLSyntaxError as exc:
-        raise ValidationError(f"malformed XML: {exc}", code="xml_malformed",
-                              details={"line": exc.lineno}) from exc
-    if tree.docinfo.doctype:
-        raise ValidationError("DTDs are not accepted", code="xml_dtd_forbidden")
-    signed = _hop_signed(tree.getroot(), hub_id=hub_id, keys=keys, now=now)
+    signed = _hop_signed(parse_xml(src), hub_id=hub_id, keys=keys, now=now)
     with open(dst, "wb") as out:
         write_document(signed, out)
 
