@@ -37,10 +37,6 @@ class SpooledBody:
     def __len__(self) -> int:
         return self.size
 
-    def head(self, n: int) -> bytes:
-        with open(self.path, "rb") as f:
-            return f.read(n)
-
     def read(self) -> bytes:
         return self.path.read_bytes()
 
@@ -100,8 +96,7 @@ class PayloadStore:
             return self.adopt(data)
         rel = self.relpath(sha256)
         final = self.root / rel
-        if final.exists() and final.stat().st_size == len(data):
-            os.utime(final)  # fresh again: a sweep running now must not take it
+        if _already_there(final, len(data)):
             return rel
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
@@ -122,8 +117,7 @@ class PayloadStore:
         """Make a body already on disk (and fsynced) the payload: one rename."""
         rel = self.relpath(body.sha256)
         final = self.root / rel
-        if final.exists() and final.stat().st_size == body.size:
-            os.utime(final)
+        if _already_there(final, body.size):
             body.discard()
             return rel
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -157,6 +151,15 @@ class PayloadStore:
                 except FileNotFoundError:
                     pass
         return removed
+
+
+def _already_there(final: Path, size: int) -> bool:
+    """The same payload is stored already: touch it, so a sweep running now
+    does not take it."""
+    if final.exists() and final.stat().st_size == size:
+        os.utime(final)
+        return True
+    return False
 
 
 def _fsync_dir(path: Path) -> None:
