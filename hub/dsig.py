@@ -156,7 +156,7 @@ class _SetAside:
     attributes and tail holding a unique marker; the original element, text
     and all, waits detached and goes back with ``restore()`` — a pointer
     swap, where putting a 100 MB text back into a node would copy it twice.
-    ``text`` holds each attachment's text once, for the caller to stream.
+    Each item keeps the attachment's text once, for ``stream``.
     """
 
     def __init__(self, doc: etree._Element) -> None:
@@ -175,7 +175,6 @@ class _SetAside:
                 parent.replace(stand_in, el)
                 continue
             self.items.append((el, stand_in, marker, text))
-            del text
 
     def restore(self) -> None:
         for el, stand_in, _marker, _text in reversed(self.items):
