@@ -95,7 +95,7 @@ def make_identity(work: Path) -> Path:
     """
     from hub.config import build_settings
     from hub.context import load_directory
-    from hub.keys import init_dev_keys
+    from hub.crypto.keys import init_dev_keys
     from hub.auth import load_secret
 
     ident = work / "identity"

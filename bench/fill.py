@@ -42,7 +42,7 @@ LIFETIME = 5 * 86400.0
 
 
 def create_schema(data: Path) -> None:
-    from spool.sqlite import SqliteSpool
+    from spool.sqlite.backend import SqliteSpool
 
     async def go() -> None:
         spool = SqliteSpool(data)
@@ -74,8 +74,8 @@ _STAND_IN = b"bench backlog payload stand-in " * 2 + b"..!!"
 
 def insert(db: Path, count: int, raw: bytes, *, route_of: Any, prefix: str,
            own_payloads: bool = False, batch: int = 50_000) -> float:
-    from hub.receipts import CURSOR_KEY
-    from spool.sqlite_tx import GENESIS_HASH, event_hash
+    from hub.receipts.issuer import CURSOR_KEY
+    from spool.sqlite.tx import GENESIS_HASH, event_hash
     t0 = time.monotonic()
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA synchronous=OFF")

@@ -27,11 +27,12 @@ from bench.common import read_pool
 
 
 def measure(pool_path: Path, count: int, seconds: float, reps: int) -> dict[str, Any]:
-    from hub import edxml, xmlsafe
+    from hub.edxml import envelope as edxml
+    from hub.edxml import xmlsafe
     from hub.config import build_settings
     from hub.context import load_crypto, load_directory
-    from hub.receipts_xml import ReceiptFields, build_receipt
-    from hub.signing import verify_sender
+    from hub.receipts.format import ReceiptFields, build_receipt
+    from hub.crypto.signing import verify_sender
 
     docs = read_pool(pool_path, count)
     tmp = Path(tempfile.mkdtemp(prefix="lienthong-floor-"))

@@ -22,7 +22,7 @@ import aiohttp
 from aiohttp import web
 
 from bench.common import token_for
-from hub import samples
+from hub.edxml import samples
 
 _DOC_ID = re.compile(rb"<(?:\w+:)?DocumentId>([^<]+)</(?:\w+:)?DocumentId>")
 _FROM = re.compile(rb"<(?:\w+:)?From>\s*<(?:\w+:)?OrganId>([^<]+)</")

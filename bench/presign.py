@@ -33,7 +33,7 @@ def _init(ident: str, huge: bool) -> None:
         from lxml import etree
         from signxml.processor import XMLProcessor
 
-        import hub.signing as signing
+        import hub.crypto.signing as signing
         huge_parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
                                       huge_tree=True)
         signing._local.parser = huge_parser
@@ -41,8 +41,8 @@ def _init(ident: str, huge: bool) -> None:
 
 
 def _sign(job: tuple[str, int, int, str, list[str]]) -> list[tuple[str, bytes]]:
-    from hub import samples
-    from hub.signing import sign_envelope
+    from hub.edxml import samples
+    from hub.crypto.signing import sign_envelope
     tag, start, stop, size_s, recipients = job
     size = int(size_s)
     out = []

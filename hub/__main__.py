@@ -1,6 +1,6 @@
 """``python -m hub``: the lienthong command line."""
 import sys
 
-from hub.cli import main
+from hub.cli.main import main
 
 sys.exit(main())

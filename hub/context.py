@@ -17,10 +17,10 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from hub.auth import TokenAuthority, load_secret
 from hub.errors import ConfigError
-from hub.keys import HubKeys, TrustStore, init_dev_keys, load_hub_keys
+from hub.crypto.keys import HubKeys, TrustStore, init_dev_keys, load_hub_keys
 from hub.clock import Clock
 from hub.config import Settings
-from hub.cpu import Cleaner, CpuPool
+from hub.cleanup.cpu import Cleaner, CpuPool
 from hub.directory import Directory, default_directory_path
 from spool import SqliteSpool, open_spool
 
@@ -131,7 +131,7 @@ async def open_hub(settings: Settings, *, clock: Callable[[], float] | None = No
         await hub.cpu.start()
         if run_queue:
             from adapters.registry import build_adapters
-            from hub.pressure import Pressure
+            from hub.cleanup.pressure import Pressure
             from hub.qmgr import QueueManager
             instances = adapters if adapters is not None else build_adapters(settings.adapters, hub)
             for adapter in instances.values():

@@ -32,7 +32,7 @@ from typing import Any
 
 from aiohttp import web
 
-from hub.web import HUB, hub_of
+from hub.api.base import HUB, hub_of
 from spool.ids import timestamp_of as accepted_at
 from spool.records import Event
 from spool.states import PENDING_STATES, State

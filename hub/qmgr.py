@@ -247,7 +247,8 @@ class QueueManager:
         return True
 
     async def notify_sender(self, row: dict[str, Any], reason: str) -> None:
-        from hub import cleanup, edxml
+        from hub.cleanup import accept as cleanup
+        from hub.edxml import envelope as edxml
         from hub.auth import Identity
         hub_organ = self.hub.directory.hub
         if row["kind"] != "edoc" or row["sender"] == hub_organ.id or not row["document_id"]:

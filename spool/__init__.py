@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 from spool.records import Event, NewDelivery, NewEnvelope, StatusRecord, StoreResult
-from spool.sqlite import SqliteSpool
+from spool.sqlite.backend import SqliteSpool
 from spool.states import FINAL_STATES, PENDING_STATES, State
 
 __all__ = ["Event", "NewDelivery", "NewEnvelope", "StatusRecord", "StoreResult", "SqliteSpool",

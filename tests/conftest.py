@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from hub.api import HUB, create_app
+from hub.api.app import HUB, create_app
 from hub.clock import ManualClock
 from hub.config import build_settings
 
@@ -27,7 +27,7 @@ def clock() -> ManualClock:
 def dev_keys(tmp_path_factory) -> Path:
     """Development keys made once per test run: CA, hub, one key per organisation."""
     from hub.context import load_directory
-    from hub.keys import init_dev_keys
+    from hub.crypto.keys import init_dev_keys
     keys = tmp_path_factory.mktemp("keys")
     directory = load_directory(build_settings({}))
     init_dev_keys(keys, directory.hub.id, [o.id for o in directory if o.kind != "hub"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from support import AN_BINH, HUB_ID, MAU_A, SO_NOIVU, VP_UBND, submit
-from hub import samples
+from hub.edxml import samples
 
 XML = {"Content-Type": "application/xml"}
 
@@ -178,7 +178,7 @@ async def test_wrong_content_type_and_empty_body(client, auth):
 
 
 async def test_body_over_limit_is_refused_before_reading(aiohttp_client, make_settings):
-    from hub.api import HUB, create_app
+    from hub.api.app import HUB, create_app
     client = await aiohttp_client(create_app(make_settings(max_envelope_size="20KiB")))
     token = client.app[HUB].tokens.issue(MAU_A)
     big = samples.edoc(MAU_A, [VP_UBND], 1, size=40_000)
@@ -219,7 +219,7 @@ async def test_inbox_pages(client, auth):
 
 @pytest.mark.parametrize("policy,status", [("lenient", 202), ("strict", 422)])
 async def test_organ_id_policy(aiohttp_client, make_settings, policy, status):
-    from hub.api import HUB, create_app
+    from hub.api.app import HUB, create_app
     client = await aiohttp_client(create_app(make_settings(organ_id_policy=policy)))
     token = client.app[HUB].tokens.issue(MAU_A)
     resp = await client.post("/v1/envelopes", data=samples.edoc(MAU_A, ["28.22.H17"], 1),

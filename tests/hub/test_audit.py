@@ -15,12 +15,12 @@ from cryptography.hazmat.primitives import serialization
 from lxml import etree
 from support import HUB_ID, MAU_A, SO_NOIVU, VP_UBND, submit
 
-from hub import samples
-from hub.api import HUB, create_app
-from hub.audit import AUDIT, CNS, verify_chain
+from hub.edxml import samples
+from hub.api.app import HUB, create_app
+from hub.audit.auditor import AUDIT, CNS, verify_chain
 from hub.directory import default_directory_path
-from hub.keys import fingerprint, issue_cert, make_ca
-from spool.sqlite_tx import _EVENT_COLUMNS, event_hash
+from hub.crypto.keys import fingerprint, issue_cert, make_ca
+from spool.sqlite.tx import _EVENT_COLUMNS, event_hash
 
 XML = {"Content-Type": "application/xml"}
 

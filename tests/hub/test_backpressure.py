@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from aiohttp.test_utils import TestClient
 
-from hub import samples
-from hub.api import HUB, create_app
+from hub.edxml import samples
+from hub.api.app import HUB, create_app
 from support import MAU_A, VP_UBND
 
 XML = {"Content-Type": "application/xml"}

@@ -61,7 +61,7 @@ def test_conf_prints_effective_values(tmp_path):
 def test_submit_reports_refusals(live_server, tmp_path):
     base, data, _mint = live_server
     doc = tmp_path / "doc.xml"
-    from hub import samples
+    from hub.edxml import samples
     doc.write_bytes(samples.edoc(MAU_A, [VP_UBND], 77))
     out = lienthong("submit", str(doc), "--as", MAU_A, "--data", str(data), "--url", base)
     assert json.loads(out.stdout)["recipients"] == [{"organ": VP_UBND, "route": "mailbox"}]

@@ -11,10 +11,10 @@ import urllib.request
 
 from support import AN_BINH, MAU_A, REPO, VP_UBND
 
-from hub import samples
-from hub.api import HUB, create_app
-from hub.audit import AUDIT
-from hub.cli import main as cli_main
+from hub.edxml import samples
+from hub.api.app import HUB, create_app
+from hub.audit.auditor import AUDIT
+from hub.cli.main import main as cli_main
 
 
 def lienthong(*args):

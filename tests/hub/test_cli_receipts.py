@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 from support import MAU_A, REPO, VP_UBND
 
-from hub import samples
+from hub.edxml import samples
 
 
 def lienthong(data, *args):

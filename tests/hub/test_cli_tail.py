@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from support import AN_BINH, HUB_ID, MAU_A, REPO, VP_UBND, free_port
 
-from hub import samples
+from hub.edxml import samples
 from hub.auth import TokenAuthority, load_secret
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -265,7 +265,7 @@ def test_tail_without_follow_does_not_need_the_hub_id_when_given_a_token(served)
 
 
 def test_sse_parser_follows_the_event_stream_rules():
-    from hub.cli_tail import SSEParser
+    from hub.cli.tail import SSEParser
     parser = SSEParser()
     stream = (b"\xef\xbb\xbfretry: 2000\r\n\r\n: keepalive\r\n\r\n"
               b"id: 7\r\nevent: state\r\ndata: {\"a\":\r\ndata:1}\r\n\r\n"

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pickle
 
-from hub import samples
-from hub.api import HUB, create_app
+from hub.edxml import samples
+from hub.api.app import HUB, create_app
 from hub.errors import HubError, ValidationError
-from hub.receipts_xml import verify_receipt
-from hub.signing import sign_envelope
+from hub.receipts.format import verify_receipt
+from hub.crypto.signing import sign_envelope
 from support import MAU_A, VP_UBND
 
 XML = {"Content-Type": "application/xml"}
@@ -79,7 +79,7 @@ async def test_a_dead_worker_fails_its_calls_and_is_replaced():
 
     import pytest
 
-    from hub.workers import WorkerLost, WorkerPool
+    from hub.cleanup.workers import WorkerLost, WorkerPool
     pool = WorkerPool(1, int, (0,), name="test")
     await pool.start()
     try:
@@ -167,7 +167,7 @@ async def test_a_worker_that_cannot_start_is_retried_with_a_growing_delay():
 
     import pytest
 
-    from hub.workers import WorkerLost, WorkerPool
+    from hub.cleanup.workers import WorkerLost, WorkerPool
     pool = WorkerPool(1, int, ("not a number",), name="test")  # its initializer raises
     await pool.start()
     try:

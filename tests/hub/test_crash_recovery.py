@@ -35,9 +35,9 @@ import aiohttp
 import pytest
 from support import AN_BINH, MAU_A, VP_UBND, free_port
 
-from hub import samples
+from hub.edxml import samples
 from hub.auth import TokenAuthority, load_secret
-from spool.sqlite_tx import GENESIS_HASH, event_hash
+from spool.sqlite.tx import GENESIS_HASH, event_hash
 
 pytestmark = pytest.mark.slow
 

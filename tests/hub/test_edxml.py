@@ -9,8 +9,10 @@ from datetime import UTC, date, datetime
 import pytest
 from lxml import etree
 
-from hub import edxml, xmlsafe
-from hub.edxml import Envelope, ResponseFor, Trace
+from hub.edxml import envelope as edxml
+
+from hub.edxml import xmlsafe
+from hub.edxml.envelope import Envelope, ResponseFor, Trace
 from hub.errors import ValidationError
 
 from support import SAMPLES  # noqa: E402

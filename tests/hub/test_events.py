@@ -14,7 +14,9 @@ import time
 import pytest
 from support import AN_BINH, HUB_ID, MAU_A, VP_UBND, submit
 
-from hub import events, samples
+from hub.api import events
+
+from hub.edxml import samples
 
 XML = {"Content-Type": "application/xml"}
 
@@ -201,7 +203,7 @@ async def test_client_leaving_is_not_an_error(client, auth, hub, operator, caplo
 async def test_open_streams_do_not_hold_up_shutdown(aiohttp_client, settings):
     import aiohttp
 
-    from hub.api import HUB, create_app
+    from hub.api.app import HUB, create_app
     client = await aiohttp_client(create_app(settings))
     token = client.app[HUB].tokens.issue(HUB_ID, "operator")
     async with aiohttp.ClientSession() as session:  # a follower that stays connected

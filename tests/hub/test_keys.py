@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 from hub.errors import ConfigError
-from hub.keys import (
+from hub.crypto.keys import (
     HubKeys,
     TrustStore,
     cert_names,

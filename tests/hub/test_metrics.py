@@ -10,8 +10,8 @@ from support import HUB_ID, MAU_A, SO_NOIVU, VP_UBND, submit
 
 from adapters.mailbox import MailboxAdapter
 from adapters.stub import StubAdapter
-from hub import samples
-from hub.api import HUB, create_app
+from hub.edxml import samples
+from hub.api.app import HUB, create_app
 from hub.metrics import BUCKETS, accepted_at
 from spool.ids import new_message_id
 

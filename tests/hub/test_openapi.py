@@ -2,8 +2,8 @@
 nothing in it is missing from the app."""
 from __future__ import annotations
 
-from hub.api import ROUTE_MODULES
-from spool.sqlite_queue import OPERATOR_MOVES
+from hub.api.app import ROUTE_MODULES
+from spool.sqlite.queue import OPERATOR_MOVES
 
 
 async def test_openapi_matches_the_routes(client):

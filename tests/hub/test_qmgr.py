@@ -13,7 +13,8 @@ import pytest
 
 from adapters.mailbox import MailboxAdapter
 from adapters.stub import StubAdapter
-from hub import cleanup, samples
+from hub.cleanup import accept as cleanup
+from hub.edxml import samples
 from hub.auth import Identity
 from hub.context import open_hub
 from hub.qmgr import backoff

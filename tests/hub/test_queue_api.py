@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from hub import samples
+from hub.edxml import samples
 from support import AN_BINH, HUB_ID, MAU_A, REPO, SO_NOIVU, VP_UBND, submit
 
 XML = {"Content-Type": "application/xml"}

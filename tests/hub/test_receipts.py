@@ -14,15 +14,17 @@ import pytest
 from cryptography import x509
 from support import AN_BINH, HUB_ID, MAU_A, SO_NOIVU, VP_UBND, submit
 
-from hub import cleanup, samples
-from hub.api import create_app
+from hub.cleanup import accept as cleanup
+
+from hub.edxml import samples
+from hub.api.app import create_app
 from hub.auth import Identity
 from hub.context import open_hub
 from hub.errors import ValidationError
-from hub.keys import init_dev_keys, load_hub_keys
-from hub.receipts import CURSOR_KEY, ISSUER
-from hub.receipts_xml import verify_receipt
-from hub.signing import sign_envelope
+from hub.crypto.keys import init_dev_keys, load_hub_keys
+from hub.receipts.issuer import CURSOR_KEY, ISSUER
+from hub.receipts.format import verify_receipt
+from hub.crypto.signing import sign_envelope
 
 XML = {"Content-Type": "application/xml"}
 
@@ -317,7 +319,7 @@ async def test_receipts_signed_in_a_worker_process_verify_alike(aiohttp_client, 
                                                                 signed_by_mau_a):
     # Given: a worker process (cpu_workers = 1), which signs the
     # issuer's receipts with its own copy of the hub key
-    from hub.api import HUB
+    from hub.api.app import HUB
     client = await aiohttp_client(create_app(make_settings(cpu_workers=1)))
     hub = client.app[HUB]
 

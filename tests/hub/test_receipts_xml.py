@@ -11,8 +11,8 @@ import pytest
 from lxml import etree
 
 from hub.errors import ValidationError
-from hub.keys import HubKeys, init_dev_keys, issue_cert, load_hub_keys, make_ca
-from hub.receipts_xml import (
+from hub.crypto.keys import HubKeys, init_dev_keys, issue_cert, load_hub_keys, make_ca
+from hub.receipts.format import (
     RNS,
     ReceiptFields,
     build_receipt,
@@ -21,7 +21,7 @@ from hub.receipts_xml import (
     validate_receipt_schema,
     verify_receipt,
 )
-from hub.signing import DS_SIGNATURE
+from hub.crypto.signing import DS_SIGNATURE
 
 HUB = "000.99.48.H63"
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"

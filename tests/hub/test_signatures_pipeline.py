@@ -13,10 +13,10 @@ from cryptography.hazmat.primitives import serialization
 
 from adapters.edxml_http import EdxmlHttpAdapter
 from adapters.mailbox import MailboxAdapter
-from hub import samples
-from hub.api import HUB, create_app
-from hub.receipts_xml import verify_receipt
-from hub.signing import check_sender, parse_xml, sign_envelope, verify_hop
+from hub.edxml import samples
+from hub.api.app import HUB, create_app
+from hub.receipts.format import verify_receipt
+from hub.crypto.signing import check_sender, parse_xml, sign_envelope, verify_hop
 from support import HUB_ID, MAU_A, SAMPLES, SO_NOIVU, VP_UBND
 
 XML = {"Content-Type": "application/xml"}
@@ -255,7 +255,7 @@ def test_documents_with_big_attachments_are_written_like_tostring():
 
     from lxml import etree
 
-    from hub import dsig
+    from hub.crypto import dsig
     raw = samples.edoc(MAU_A, [VP_UBND], 1, size=3_000_000)
     raw = raw.replace(b"<ContentTransferEncoded>", b"<ContentTransferEncoded>&amp;&lt;&gt;&#13;\xc3\xa9", 1)
     root = parse_xml(raw)

@@ -17,9 +17,9 @@ from signxml import XMLSigner
 from signxml.algorithms import CanonicalizationMethod, SignatureMethod
 from support import SAMPLES
 
-from hub import signing
+from hub.crypto import signing
 from hub.errors import ConfigError, ValidationError
-from hub.keys import (
+from hub.crypto.keys import (
     HubKeys,
     TrustStore,
     init_dev_keys,
@@ -27,7 +27,7 @@ from hub.keys import (
     load_hub_keys,
     make_ca,
 )
-from hub.signing import (
+from hub.crypto.signing import (
     DS,
     DS_SIGNATURE,
     NS,

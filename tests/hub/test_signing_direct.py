@@ -13,8 +13,8 @@ from lxml import etree
 from signxml import SignatureConfiguration, XMLVerifier
 from signxml.exceptions import InvalidInput, InvalidSignature
 
-from hub.dsig import sign_root
-from hub.keys import HubKeys, load_hub_keys
+from hub.crypto.dsig import sign_root
+from hub.crypto.keys import HubKeys, load_hub_keys
 
 
 def rsa_keys() -> HubKeys:
@@ -68,8 +68,8 @@ def test_another_key_does_not_verify(keys, dev_keys):
 def test_sender_signatures_made_directly_verify_with_signxml(dev_keys):
     from cryptography.hazmat.primitives import serialization
 
-    from hub import samples
-    from hub.signing import sign_envelope
+    from hub.edxml import samples
+    from hub.crypto.signing import sign_envelope
     organ = "000.01.48.H63"
     key = serialization.load_pem_private_key((dev_keys / "orgs" / f"{organ}.key").read_bytes(), None)
     cert = x509.load_pem_x509_certificate((dev_keys / "orgs" / f"{organ}.pem").read_bytes())
@@ -83,7 +83,11 @@ def test_big_attachments_are_hashed_exactly_like_plain_c14n(dev_keys):
     # the bytes hashed must be exactly the plain canonical form's.
     import hashlib
 
-    from hub import dsig, samples, signing
+    from hub.crypto import dsig
+
+    from hub.edxml import samples
+
+    from hub.crypto import signing
     raw = samples.edoc("000.01.48.H63", ["000.31.48.H63"], 1, size=3_000_000)
     raw = raw.replace(b"<ContentTransferEncoded>", b"<ContentTransferEncoded>&amp;&lt;&gt;&#xD;", 1)
     root = signing.parse_xml(raw)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from hub import xmlsafe
+from hub.edxml import xmlsafe
 from hub.errors import TooLargeError, ValidationError
 
 from support import SAMPLES  # noqa: E402

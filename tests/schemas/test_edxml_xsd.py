@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from hub import xmlsafe
+from hub.edxml import xmlsafe
 from hub.errors import ValidationError
 
 from support import SAMPLES  # noqa: E402

@@ -10,8 +10,8 @@ import pytest
 from hub.errors import ConflictError, NotFoundError, ValidationError
 from spool import NewDelivery, NewEnvelope, SqliteSpool, State
 from spool.ids import new_message_id
-from spool.migrations import MIGRATIONS
-from spool.sqlite_tx import GENESIS_HASH, event_hash
+from spool.sqlite.migrations import MIGRATIONS
+from spool.sqlite.tx import GENESIS_HASH, event_hash
 
 
 def envelope(raw: bytes, doc: str = "D1", recipients=("R1",), sender: str = "S") -> NewEnvelope:
@@ -175,7 +175,7 @@ def test_message_ids_sort_by_time():
 
 async def test_payload_bytes_is_kept_exact_without_scanning(tmp_path):
     # Given: a spool at schema 3 that already holds payloads (an upgrade)
-    from spool.migrations import _statements
+    from spool.sqlite.migrations import _statements
     conn = sqlite3.connect(tmp_path / "spool.db", isolation_level=None)
     for number in range(3):
         for statement in _statements(MIGRATIONS[number]):
@@ -214,7 +214,7 @@ async def test_payload_bytes_is_kept_exact_without_scanning(tmp_path):
 async def test_checkpoints_run_beside_the_writer(spool):
     # The writer never checkpoints inside a COMMIT (wal_autocheckpoint=0); the
     # spool's own checkpointer folds the log into the database file soon after.
-    from spool import sqlite as spool_sqlite
+    from spool.sqlite import backend as spool_sqlite
     res = await spool.store(envelope(b"<x/>", "D-ck"))
 
     def in_database_file() -> int:

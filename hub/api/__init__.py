@@ -1,0 +1,1 @@
+"""The HTTP edge (aiohttp): the only place HTTP is spoken, one module per resource."""

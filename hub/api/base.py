@@ -1,0 +1,149 @@
+"""Shared pieces of the HTTP edge: the app key, JSON and error responses, callers.
+
+Every route module (``hub.api`` and the feature modules it mounts) uses these,
+so errors look the same everywhere and roles are checked the same way.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from hub.auth import Identity
+from hub.context import HubContext
+from hub.errors import HubError, TooLargeError, ValidationError
+from spool.payloads import LARGE, BodyWriter, PayloadStore, SpooledBody
+
+log = logging.getLogger("hub.api.app")
+
+HUB = web.AppKey("hub", HubContext)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+XML_TYPES = {"application/xml", "text/xml", "application/edxml+xml", "application/octet-stream", ""}
+
+
+def json_response(data: Any, status: int = 200, **kwargs: Any) -> web.Response:
+    return web.Response(text=json.dumps(data, ensure_ascii=False, default=str), status=status,
+                        content_type="application/json", **kwargs)
+
+
+def error_response(exc: HubError) -> web.Response:
+    headers = {}
+    if exc.http_status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="lienthong-hub"'
+    retry_after = exc.details.get("retry_after") if exc.details else None
+    if retry_after is not None:
+        headers["Retry-After"] = str(int(retry_after))
+    return json_response(exc.to_dict(), status=exc.http_status, headers=headers)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except HubError as exc:
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "envelope_too_large"}
+        err = HubError(exc.reason, code=codes.get(exc.status, f"http_{exc.status}"),
+                       http_status=exc.status)
+        return error_response(err)
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.path)
+        return error_response(HubError("internal error; see the hub's log", code="internal_error"))
+
+
+def hub_of(request: web.Request) -> HubContext:
+    return request.app[HUB]
+
+
+def identity(request: web.Request, *roles: str) -> Identity:
+    """The caller, who must hold one of ``roles`` (admin always may)."""
+    ident = hub_of(request).tokens.from_header(request.headers.get("Authorization"))
+    if roles:
+        ident.require(*roles)
+    return ident
+
+
+_WRITE_EVERY = 1 << 20
+
+
+async def read_body(request: web.Request, limit: int,
+                    spill: PayloadStore | None = None) -> bytes | SpooledBody:
+    """The body, refused (413) before it is read whole when it is too large.
+
+    With ``spill``, a body past ``spool.payloads.LARGE`` bytes is streamed into the
+    payload store's ``incoming/`` (hashed, fsynced) and returned as a
+    ``SpooledBody``; the caller discards it unless the spool adopted it.
+    """
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLargeError(f"body of {request.content_length} bytes exceeds max_envelope_size "
+                            f"({limit})", details={"limit": limit})
+    chunks: list[bytes] = []
+    size = pending = 0
+    writer: BodyWriter | None = None
+    try:
+        async for chunk in request.content.iter_chunked(1 << 16):
+            size += len(chunk)
+            if size > limit:
+                raise TooLargeError(f"body exceeds max_envelope_size ({limit})",
+                                    details={"limit": limit})
+            chunks.append(chunk)
+            pending += len(chunk)
+            if spill is not None and size > LARGE and pending >= _WRITE_EVERY:
+                if writer is None:
+                    writer = await asyncio.to_thread(BodyWriter, spill)
+                await asyncio.to_thread(writer.write, b"".join(chunks))
+                chunks, pending = [], 0
+        if writer is None:
+            return b"".join(chunks)
+        if chunks:
+            await asyncio.to_thread(writer.write, b"".join(chunks))
+        return await asyncio.to_thread(writer.finish)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds → ISO 8601 UTC with milliseconds (``None`` stays ``None``)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def int_param(request: web.Request, name: str, default: int, lo: int = 0, hi: int = 1 << 62) -> int:
+    """A bounded integer query parameter, or a clear 422."""
+    try:
+        return min(max(int(request.query.get(name, default)), lo), hi)
+    except ValueError:
+        raise ValidationError(f"{name} must be a number", code="bad_parameter",
+                              details={"parameter": name}) from None
+
+
+def parse_time(name: str, raw: str) -> float:
+    """A time query parameter: ISO 8601 (naive = UTC) or epoch seconds; a clear 422 otherwise."""
+    value = raw.strip()
+    try:
+        epoch = float(value)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(epoch):
+            raise ValidationError(f"{name} must be a finite time, not {raw!r}",
+                                  code="bad_parameter", details={"parameter": name})
+        return epoch
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValidationError(f"{name} must be ISO 8601 or epoch seconds, not {raw!r}",
+                              code="bad_parameter", details={"parameter": name}) from None
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()

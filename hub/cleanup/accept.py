@@ -1,0 +1,170 @@
+"""Cleanup: the only way into the spool (Postfix's cleanup).
+
+Every ingress, the HTTP API or an adapter, hands raw bytes and an
+authenticated identity to ``accept()``.  In order:
+
+1. size limit (before anything is parsed);
+2. hardened parse (no DTD, no entities, no network, depth limit) and XSD
+   validation against ``schemas/edxml.xsd`` (``hub.xmlsafe``);
+3. field extraction and semantic checks (``hub.edxml``): cardinalities, dates,
+   codes, OrganId policy;
+4. checks against the hub's knowledge: the sender is known and is the
+   authenticated organisation, every recipient resolves to a route, a status
+   message answers a document the spool holds;
+5. sender signature check (``hub.signing``; policy per organisation:
+   required, verify_if_present, record_only), against the certificate the
+   trust store pins for the sender — never the one the signature carries;
+6. one durable transaction (``spool.store``): payload, envelope, one delivery
+   per recipient, business status, event log.  Duplicates are found there,
+   atomically: the same sender + DocumentId + bytes again is the same
+   message; other bytes under the same DocumentId is a conflict.
+
+Refusals raise ``hub.errors`` exceptions with stable codes and are written to
+the event log (kind ``refused``) for the audit trail.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+from hub.auth import Identity
+from hub.context import HubContext
+from hub.cleanup.cpu import Inspected
+from hub.errors import BackpressureError, ForbiddenError, HubError, ValidationError
+from spool import NewDelivery, NewEnvelope, StatusRecord
+from spool.ids import new_message_id
+from spool.payloads import SpooledBody
+
+log = logging.getLogger("hub.cleanup.accept")
+
+@dataclasses.dataclass(slots=True)
+class AcceptResult:
+    id: str
+    created: bool
+    kind: str
+    document_id: str | None
+    recipients: list[dict[str, str]]
+    receipt_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        url = (f"/v1/receipts/{self.receipt_id}" if self.receipt_id
+               else f"/v1/receipts?document={self.id}")
+        return {"id": self.id, "kind": self.kind, "document_id": self.document_id,
+                "recipients": self.recipients, "receipt_id": self.receipt_id, "receipt_url": url}
+
+
+async def accept(hub: HubContext, raw: "bytes | SpooledBody", identity: Identity, *,
+                 origin: str = "http", notice_for: str | None = None) -> AcceptResult:
+    """Take one envelope into the spool, or refuse it with a stable error code.
+
+    ``notice_for`` is for the hub's own failure notices (status 02 from the hub
+    itself): the recipient whose delivery failed, on which the status is recorded.
+    """
+    try:
+        return await _accept(hub, raw, identity, origin, notice_for)
+    except HubError as exc:
+        _record_refusal(hub, identity, origin, exc)
+        raise
+
+
+async def _accept(hub: HubContext, raw: "bytes | SpooledBody", identity: Identity, origin: str,
+                  notice_for: str | None) -> AcceptResult:
+    s = hub.settings
+    if len(raw) > s.max_envelope_size:
+        raise ValidationError(f"envelope of {len(raw)} bytes exceeds max_envelope_size "
+                              f"({s.max_envelope_size})", code="envelope_too_large",
+                              http_status=413)
+    check_backpressure(hub)
+    with hub.spool.announce():
+        message_id = new_message_id(hub.clock())
+        ins = await hub.cpu.inspect(raw, identity.organ, message_id, hub.clock())
+        env = ins.envelope
+        if env.kind == "status":
+            rec = await _status_record(hub, message_id, ins, raw, origin, notice_for)
+        else:
+            rec = _edoc_record(hub, message_id, ins, raw, origin)
+        result = await hub.spool.store(rec)
+    if result.created:
+        hub.wake_qmgr(result.recipients)
+        log.info("%s accepted %s from %s (%s) for %s", result.id, env.kind, env.sender,
+                 env.document_id or env.status_code, ",".join(r["organ"] for r in result.recipients))
+    else:
+        log.info("%s re-submitted by %s: same message", result.id, env.sender)
+    return AcceptResult(result.id, result.created, env.kind, env.document_id, result.recipients,
+                        result.receipt_id)
+
+
+def check_backpressure(hub: HubContext) -> None:
+    """Refuse new work (503) while the spool is over quota or the disk nearly full."""
+    pressure = hub.pressure
+    if pressure is not None and pressure.reason:
+        raise BackpressureError(f"the hub is not accepting new envelopes: {pressure.reason}",
+                                details={"retry_after": pressure.retry_after})
+
+
+def _deliveries(hub: HubContext, recipients: list[str], *, path: str) -> list[NewDelivery]:
+    out = []
+    for index, organ in enumerate(recipients, 1):
+        try:
+            route = hub.directory.resolve(organ, strict=hub.settings.organ_id_policy == "strict")
+        except ValidationError as exc:
+            exc.details.setdefault("path", f"{path}[{index}]/OrganId")
+            raise
+        out.append(NewDelivery(organ, route.name))
+    return out
+
+
+def _edoc_record(hub: HubContext, message_id: str, ins: Inspected, raw: "bytes | SpooledBody",
+                 origin: str) -> NewEnvelope:
+    env = ins.envelope
+    deliveries = _deliveries(hub, env.recipients,
+                             path="/edXML/edXMLEnvelope/edXMLHeader/MessageHeader/To")
+    assert env.document_id is not None
+    return NewEnvelope(message_id, "edoc", env.sender, env.document_id, env.document_id,
+                       ins.sha256, raw, env.subject, env.code, None, None, ins.signature, origin,
+                       deliveries, receipt=ins.receipt)
+
+
+async def _status_record(hub: HubContext, message_id: str, ins: Inspected, raw: "bytes | SpooledBody",
+                         origin: str, notice_for: str | None) -> NewEnvelope:
+    env = ins.envelope
+    rf = env.response_for[0]
+    path = "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader/ResponseFor"
+    original = await hub.spool.find_document(rf.organ_id, rf.document_id)
+    if original is None:
+        raise ValidationError(
+            f"status {env.status_code} answers document {rf.document_id!r} of {rf.organ_id}, "
+            f"which this hub never carried", code="unknown_document",
+            details={"path": path, "organ_id": rf.organ_id, "document_id": rf.document_id})
+    recipients_of_original = [d["recipient"] for d in await hub.spool.deliveries(original["id"])]
+    about = env.sender
+    if env.sender == hub.hub_id and origin == "hub":
+        # The hub's own failure notice: to the sender, recorded on the failed delivery.
+        targets, about = [original["sender"]], notice_for or env.sender
+    elif env.sender == original["sender"]:
+        # The sender speaks about its own document (13: recall): tell every recipient.
+        targets = recipients_of_original
+    elif env.sender in recipients_of_original:
+        targets = [original["sender"]]
+    else:
+        raise ForbiddenError(f"{env.sender} did not receive document {rf.document_id!r} and "
+                             f"cannot send a status about it", code="not_a_recipient",
+                             details={"path": path})
+    deliveries = _deliveries(hub, targets, path=path)
+    status = StatusRecord(original["id"], about, env.status_code or "", env.description,
+                          env.timestamp.strftime("%Y/%m/%d %H:%M:%S") if env.timestamp else None)
+    return NewEnvelope(message_id, "status", env.sender, f"status:{ins.sha256}",
+                       rf.document_id, ins.sha256, raw, env.description, None, env.status_code,
+                       original["id"], ins.signature, origin, deliveries, status, ins.receipt)
+
+
+def _record_refusal(hub: HubContext, identity: Identity, origin: str, exc: HubError) -> None:
+    if exc.http_status >= 500:
+        return
+    detail = {"code": exc.code, "message": exc.message[:500], "origin": origin}
+    try:
+        fut = hub.spool.write(lambda tx: tx.event("refused", organ=identity.organ, **detail))
+    except HubError:
+        return
+    fut.add_done_callback(lambda f: f.exception())  # logged by the spool if it fails

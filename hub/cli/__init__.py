@@ -1,0 +1,1 @@
+"""The ``lienthong`` command: one module per command group."""

@@ -1,0 +1,137 @@
+"""``lienthong queue``: the operator's commands (like mailq, postcat, postsuper).
+
+They talk to the running hub's HTTP API with an operator token minted from
+the local token secret, so that every action goes through the hub's single
+spool writer and is recorded in its event log.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.parse
+from datetime import datetime
+from typing import Any, Callable
+
+from hub.cli.main import command, http_call, hub_url, staff_token
+from hub.config import Settings
+
+
+def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = sub.add_parser("queue", help="list and act on the queue (operators)")
+    common(p)
+    qsub = p.add_subparsers(dest="action", required=True)
+    lp = qsub.add_parser("list", help="deliveries in the queue, like mailq")
+    common(lp)
+    lp.add_argument("--state", help="comma-separated states (default: all not yet final)")
+    lp.add_argument("--route")
+    lp.add_argument("--organ", help="sender or recipient OrganId")
+    lp.add_argument("--older-than", help="only deliveries older than this (e.g. 1h, 2d)")
+    lp.add_argument("--limit", type=int, default=100)
+    for name, helptext in (("show", "one message or delivery in full, like postcat"),
+                           ("hold", "stop deliveries until released"),
+                           ("release", "put held deliveries back in the queue"),
+                           ("retry", "try deferred deliveries now"),
+                           ("drop", "fail deliveries for good (the sender is told)")):
+        ap = qsub.add_parser(name, help=helptext)
+        common(ap)
+        ap.add_argument("id", help="delivery id (number) or message id (all its deliveries)")
+        if name != "show":
+            ap.add_argument("--reason", required=(name == "drop"), default="")
+    for parser in [lp] + [qsub.choices[n] for n in ("show", "hold", "release", "retry", "drop")]:
+        parser.add_argument("--json", action="store_true", help="JSON output")
+        parser.add_argument("--url", help="hub base URL (default: http://<listen>)")
+
+
+def _call(settings: Settings, args: argparse.Namespace, method: str, path: str,
+          body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    return http_call(method, hub_url(args, settings) + path, staff_token(settings, "operator"), data,
+                     "application/json" if data else None)
+
+
+def _fail(status: int, body: Any) -> int:
+    err = (body or {}).get("error", {}) if isinstance(body, dict) else {}
+    print(f"lienthong queue: {err.get('code', status)}: {err.get('message', body)}", file=sys.stderr)
+    return 1
+
+
+@command("queue")
+def cmd_queue(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "list":
+        query = {"limit": str(args.limit),
+                 "state": args.state or "queued,active,deferred,hold"}
+        for key in ("route", "organ"):
+            if getattr(args, key):
+                query[key] = getattr(args, key)
+        if args.older_than:
+            query["older_than"] = args.older_than
+        status, body = _call(settings, args, "GET", "/v1/queue?" + urllib.parse.urlencode(query))
+        if status != 200:
+            return _fail(status, body)
+        return _print_list(body["items"], args.json)
+    target = urllib.parse.quote(args.id, safe="")
+    if args.action == "show":
+        status, body = _call(settings, args, "GET", f"/v1/queue/{target}")
+        if status != 200:
+            return _fail(status, body)
+        return _print_show(body, args.json)
+    status, body = _call(settings, args, "POST", f"/v1/queue/{target}/{args.action}",
+                         {"reason": args.reason})
+    if status != 200:
+        return _fail(status, body)
+    if args.json:
+        print(json.dumps(body, ensure_ascii=False, indent=2))
+    else:
+        for c in body["changed"]:
+            print(f"{c['delivery_id']:>8} {c['message_id']} {c['recipient']}: {c['from']} -> {c['state']}")
+    return 0
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _print_list(items: list[dict[str, Any]], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(items, ensure_ascii=False, indent=2))
+        return 0
+    print(f"{'DELIVERY':>8} {'MESSAGE':<26} {'STATE':<9} {'AGE':>5} {'TRIES':>5} "
+          f"{'ROUTE':<14} {'SENDER':<14} -> RECIPIENT")
+    for r in items:
+        print(f"{r['delivery_id']:>8} {r['message_id']:<26} {r['state']:<9} "
+              f"{_age(r['age_seconds']):>5} {r['attempts']:>5} {r['route']:<14} "
+              f"{r['sender']:<14} -> {r['recipient']}")
+        if r["last_error"]:
+            print(f"{'':>9}({r['last_error'][:110]})")
+    print(f"-- {len(items)} deliveries")
+    return 0
+
+
+def _print_show(body: dict[str, Any], as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(body, ensure_ascii=False, indent=2))
+        return 0
+    p = body["payload"]
+    print(f"message     {body['message_id']} ({body['kind']}, origin {body['origin']})")
+    print(f"sender      {body['sender']}")
+    print(f"document    {body['document_id']}  {body['code'] or ''}")
+    print(f"subject     {body['subject'] or ''}")
+    print(f"received    {body['received_at']}")
+    print(f"payload     {p['size']} bytes, sha256 {p['sha256']}")
+    print(f"signature   {p['signature'].get('result')}: {p['signature'].get('detail', '')}")
+    print("deliveries")
+    for d in body["deliveries"]:
+        print(f"  {d['delivery_id']:>6} {d['recipient']:<14} {d['route']:<14} {d['state']:<9} "
+              f"attempts={d['attempts']} next={d['next_attempt_at']} expires={d['expires_at']}")
+        if d["last_error"]:
+            print(f"         last error: {d['last_error']}")
+    print("events")
+    for e in body["events"]:
+        when = datetime.fromisoformat(e["at"].replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M:%S")
+        extra = " ".join(f"{k}={v}" for k, v in e["detail"].items() if k not in ("recipients",))
+        print(f"  #{e['id']:<6} {when} {e['kind']:<15} {e['state'] or '':<9} {e['organ'] or ''} {extra}")
+    return 0

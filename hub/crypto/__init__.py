@@ -1,0 +1,1 @@
+"""Keys, development keys, XML-DSig and the sender-signature policy."""

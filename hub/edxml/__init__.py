@@ -1,0 +1,1 @@
+"""The edXML format: hardened parse, envelope fields, samples."""

@@ -1,0 +1,1 @@
+"""Signed receipts: the issuer (from the event log) and the receipt XML."""

@@ -1,0 +1,1 @@
+"""The SQLite spool backend: the embedded default."""

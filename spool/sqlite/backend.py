@@ -1,0 +1,528 @@
+"""The SQLite spool backend: the embedded default (aiosqlite, WAL).
+
+Where it sits: cleanup hands it accepted envelopes (``store``); the queue
+manager and the API change delivery states through it (``transition``,
+``ack``); everything else reads.  It holds the whole truth of the hub.
+
+Strategy
+    * One writer connection, one reader connection.  WAL lets readers run
+      beside the writer; ``synchronous=FULL`` makes every COMMIT durable.
+    * Group commit: every write is a small synchronous function queued to the
+      writer task.  The writer takes everything waiting (up to
+      ``commit_max_batch``; it waits at most ``commit_max_wait`` for accepts
+      announced as on their way), runs the whole batch in the database thread
+      in ONE transaction, each operation inside its own SAVEPOINT (one bad
+      operation fails alone), and COMMITs once: one fsync for many documents.
+      Only then are the callers' futures resolved, so nothing is acknowledged
+      before it is durable.
+    * Every change appends to ``events`` in the same transaction: a dense,
+      hash-chained log (each row carries the hash of the one before).  The
+      live tail, the audit log and receipts are all read from it.
+
+Diagnostics
+    ``SpoolError`` when the database cannot be written (the caller answers
+    503 and the sender retries); ``ConflictError`` for a DocumentId re-used
+    with other content.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterator, Sequence
+
+import aiosqlite
+
+from hub.errors import ConflictError, HubError, NotFoundError, SpoolError
+from spool.sqlite.migrations import migrate
+from spool.payloads import PayloadStore, SpooledBody
+from spool.records import Event, NewEnvelope, StoreResult
+from spool.sqlite.tx import (_EVENT_COLUMNS, GENESIS_HASH, Tx, row_to_event,
+                             transition)
+from spool.sqlite.queue import QueueMixin
+from spool.states import State
+
+log = logging.getLogger("hub.spool")
+
+WriteFn = Callable[[Tx], Any]
+
+
+class _Op:
+    __slots__ = ("fn", "future", "announced")
+
+    def __init__(self, fn: WriteFn, future: asyncio.Future[Any], announced: bool = False) -> None:
+        self.fn = fn
+        self.future = future
+        #: Queued by an accept that announced itself: it has arrived, stop waiting for it.
+        self.announced = announced
+
+
+#: How often the checkpointer folds the write-ahead log into the database.
+CHECKPOINT_SECONDS = 0.25
+
+
+class SqliteSpool(QueueMixin):
+    backend = "sqlite"
+
+    def __init__(self, data_dir: Path, *, inline_limit: int = 65536,
+                 commit_max_wait: float = 0.002, commit_max_batch: int = 256,
+                 maximal_lifetime: float = 5 * 86400,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.data_dir = Path(data_dir)
+        self.db_path = self.data_dir / "spool.db"
+        self.payloads = PayloadStore(self.data_dir / "payloads")
+        self.inline_limit = inline_limit
+        self.commit_max_wait = commit_max_wait
+        self.commit_max_batch = commit_max_batch
+        self.maximal_lifetime = maximal_lifetime
+        self.clock = clock
+        self._w: aiosqlite.Connection | None = None
+        self._r: aiosqlite.Connection | None = None
+        self._ck: aiosqlite.Connection | None = None
+        self._ck_task: asyncio.Task[None] | None = None
+        self._queue: asyncio.Queue[_Op | None] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._expecting = 0
+        self._last_event_id = 0  # the writer's chain head (may be ahead of COMMIT)
+        self._last_hash = GENESIS_HASH
+        self._committed_event_id = 0  # what readers can see
+        self._new_event = asyncio.Event()
+        self._listeners: list[Callable[[list[Event]], None]] = []
+        self.batches = 0
+        self.batched_ops = 0
+
+    # -- life cycle --------------------------------------------------------
+
+    async def open(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._w = await aiosqlite.connect(self.db_path, isolation_level=None)
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON",
+                       "busy_timeout=10000", "cache_size=-65536"):
+            await self._w.execute(f"PRAGMA {pragma}")
+        await self._in_writer(migrate)
+        self._r = await aiosqlite.connect(self.db_path, isolation_level=None)
+        self._r.row_factory = sqlite3.Row
+        await self._r.execute("PRAGMA busy_timeout=10000")
+        await self._r.execute("PRAGMA query_only=ON")
+        row = await self._one("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1")
+        if row is not None:
+            self._last_event_id, self._last_hash = row["id"], row["hash"]
+            self._committed_event_id = row["id"]
+        # Checkpoints off the writer's path: SQLite's automatic checkpoint runs
+        # inside the COMMIT that crosses the threshold, and on a large spool
+        # it writes pages all over the database file while every accept in
+        # that batch waits.  A connection of its own checkpoints instead
+        # (PASSIVE: concurrent with the writer and readers, never blocking).
+        await self._w.execute("PRAGMA wal_autocheckpoint=0")
+        self._ck = await aiosqlite.connect(self.db_path, isolation_level=None)
+        await self._ck.execute("PRAGMA busy_timeout=10000")
+        self._ck_task = asyncio.create_task(self._checkpointer(), name="spool-checkpoint")
+        self._writer_task = asyncio.create_task(self._writer(), name="spool-writer")
+
+    async def _checkpointer(self) -> None:
+        conn = self._ck
+        assert conn is not None
+        while True:
+            await asyncio.sleep(CHECKPOINT_SECONDS)
+            try:
+                await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error as exc:
+                log.warning("spool checkpoint failed (will retry): %s", exc)
+
+    async def close(self) -> None:
+        if self._writer_task is not None:
+            await self._queue.put(None)
+            await self._writer_task
+            self._writer_task = None
+        if self._ck_task is not None:
+            self._ck_task.cancel()
+            await asyncio.gather(self._ck_task, return_exceptions=True)
+            self._ck_task = None
+        if self._ck is not None:
+            await self._ck.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            await self._ck.close()
+            self._ck = None
+        for conn in (self._r, self._w):
+            if conn is not None:
+                await conn.close()
+        self._r = self._w = None
+
+    async def _in_writer(self, fn: Callable[..., Any], *args: Any) -> Any:
+        # One hop into aiosqlite's database thread for a whole batch, instead
+        # of one per statement: the writer's cost is then SQLite's, not ours.
+        conn = self._w
+        assert conn is not None
+        return await conn._execute(fn, conn._conn, *args)
+
+    # -- the writer ----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def announce(self) -> Iterator[None]:
+        """Tell the writer an accept is on its way, so it may wait for it briefly."""
+        self._expecting += 1
+        try:
+            yield
+        finally:
+            self._expecting -= 1
+
+    def write(self, fn: WriteFn, *, announced: bool = False) -> Awaitable[Any]:
+        """Queue ``fn(tx)`` for the next group commit; resolves after COMMIT."""
+        if self._writer_task is None:
+            raise SpoolError("the spool is not open")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Op(fn, fut, announced))
+        return fut
+
+    async def _writer(self) -> None:
+        loop = asyncio.get_running_loop()
+        stopping = False
+        while not stopping:
+            first = await self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            arrived = int(first.announced)
+            deadline = loop.time() + self.commit_max_wait
+            while len(batch) < self.commit_max_batch:
+                try:
+                    op = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    # Wait only for accepts still on their way: one whose store is
+                    # already in this batch is not coming again (a lone accept
+                    # would otherwise wait out commit_max_wait for itself).
+                    if self._expecting <= arrived or loop.time() >= deadline:
+                        break
+                    await asyncio.sleep(min(0.0005, max(0.0, deadline - loop.time())))
+                    continue
+                if op is None:
+                    stopping = True
+                    break
+                batch.append(op)
+                arrived += op.announced
+            await self._commit_batch(batch)
+
+    async def _commit_batch(self, batch: list[_Op]) -> None:
+        try:
+            results = await self._in_writer(self._run_batch, [op.fn for op in batch])
+        except Exception as exc:  # the COMMIT itself failed: nobody is acknowledged
+            log.error("spool commit failed for %d operations: %s", len(batch), exc)
+            err = SpoolError(f"the spool could not commit: {exc}")
+            for op in batch:
+                if not op.future.done():
+                    op.future.set_exception(err)
+            return
+        self.batches += 1
+        self.batched_ops += len(batch)
+        published: list[Event] = []
+        for op, (ok, value, events) in zip(batch, results):
+            published.extend(events)
+            if op.future.done():
+                continue
+            if ok:
+                op.future.set_result(value)
+            else:
+                op.future.set_exception(value)
+        if published:
+            self._publish(published)
+
+    def _run_batch(self, conn: sqlite3.Connection, fns: Sequence[WriteFn]) -> list[tuple[bool, Any, list[Event]]]:
+        now = self.clock()
+        chain_start = (self._last_event_id, self._last_hash)
+        results: list[tuple[bool, Any, list[Event]]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for fn in fns:
+                saved = (self._last_event_id, self._last_hash)
+                conn.execute("SAVEPOINT op")
+                tx = Tx(conn, now, self)
+                try:
+                    value = fn(tx)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    self._last_event_id, self._last_hash = saved
+                    if not isinstance(exc, HubError):
+                        log.exception("spool operation failed")
+                        exc = SpoolError(f"spool operation failed: {exc}")
+                    results.append((False, exc, []))
+                else:
+                    conn.execute("RELEASE op")
+                    results.append((True, value, tx.events))
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            self._last_event_id, self._last_hash = chain_start
+            raise
+        return results
+
+    # -- events ----------------------------------------------------------------
+
+    def add_listener(self, fn: Callable[[list[Event]], None]) -> None:
+        self._listeners.append(fn)
+
+    def _publish(self, events: list[Event]) -> None:
+        self._committed_event_id = max(self._committed_event_id, events[-1].id)
+        for fn in self._listeners:
+            try:
+                fn(events)
+            except Exception:  # a listener never stops the spool
+                log.exception("event listener failed")
+        self._new_event.set()
+        self._new_event = asyncio.Event()
+
+    @property
+    def last_event_id(self) -> int:
+        """The newest committed event (readers can see it)."""
+        return self._committed_event_id
+
+    async def wait_for_events(self, after: int, timeout: float) -> bool:
+        """Wait until an event newer than ``after`` is committed (or timeout)."""
+        if self._committed_event_id > after:
+            return True
+        waiter = self._new_event
+        try:
+            await asyncio.wait_for(waiter.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    # -- writes ---------------------------------------------------------------
+
+    async def store(self, rec: NewEnvelope) -> StoreResult:
+        """Commit a new envelope, its payload and one delivery per recipient."""
+        payload_rel = None
+        if rec.size > self.inline_limit:
+            payload_rel = await asyncio.to_thread(self.payloads.put, rec.sha256, rec.raw)
+        elif isinstance(rec.raw, SpooledBody):  # an inline_limit above the HTTP spill size
+            rec.raw = await asyncio.to_thread(rec.raw.read)
+        return await self.write(lambda tx: _store(tx, rec, payload_rel, self.inline_limit,
+                                                  self.maximal_lifetime), announced=True)
+
+    async def transition(self, delivery_id: int, expected: Sequence[State], new: State,
+                         **fields: Any) -> bool:
+        """Guarded state change; False when the delivery was not in ``expected``."""
+        return await self.write(lambda tx: transition(tx, delivery_id, expected, new, **fields))
+
+    async def ack(self, organ: str, message_id: str) -> str:
+        """The mailbox owner confirms it has the document: ``delivered``."""
+        return await self.write(lambda tx: _ack(tx, organ, message_id))
+
+    async def mark_fetched(self, delivery_id: int) -> None:
+        await self.write(lambda tx: tx.conn.execute(
+            "UPDATE deliveries SET fetched_at = COALESCE(fetched_at, ?) WHERE id = ?",
+            (tx.now, delivery_id)))
+
+    # -- reads ------------------------------------------------------------------
+
+    # A read is one hop into the reader's thread (execute, fetch and close
+    # together), not aiosqlite's three: each hop is two thread wake-ups, and
+    # on a busy hub those cost more than the queries.
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        conn = self._r
+        assert conn is not None
+        return await conn._execute(_fetch, conn._conn, sql, params, True)
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        conn = self._r
+        assert conn is not None
+        return await conn._execute(_fetch, conn._conn, sql, params, False)
+
+    async def envelope(self, message_id: str) -> dict[str, Any] | None:
+        row = await self._one("SELECT * FROM envelopes WHERE id = ?", (message_id,))
+        return _envelope_dict(row) if row is not None else None
+
+    async def find_document(self, sender: str, document_id: str) -> dict[str, Any] | None:
+        row = await self._one("SELECT * FROM envelopes WHERE sender = ? AND dedup_key = ? "
+                              "AND kind = 'edoc'", (sender, document_id))
+        return _envelope_dict(row) if row is not None else None
+
+    async def deliveries(self, message_id: str) -> list[dict[str, Any]]:
+        rows = await self._all("SELECT * FROM deliveries WHERE envelope_id = ? ORDER BY id",
+                               (message_id,))
+        return [dict(r) for r in rows]
+
+    async def delivery(self, delivery_id: int) -> dict[str, Any] | None:
+        row = await self._one("SELECT * FROM deliveries WHERE id = ?", (delivery_id,))
+        return dict(row) if row is not None else None
+
+    async def statuses(self, message_id: str) -> list[dict[str, Any]]:
+        rows = await self._all("SELECT organ, status_code, description, timestamp, "
+                               "status_envelope_id, received_at FROM statuses "
+                               "WHERE envelope_id = ? ORDER BY id", (message_id,))
+        return [dict(r) for r in rows]
+
+    async def payload(self, sha256: str, *, path_over: int | None = None) -> bytes | Path:
+        """The payload's bytes; with ``path_over``, the file's path instead when
+        it is larger than that (read it, never change it)."""
+        row = await self._one("SELECT data, path, size FROM payloads WHERE sha256 = ?", (sha256,))
+        if row is None:
+            raise NotFoundError(f"payload {sha256} is not in the spool")
+        if row["data"] is not None:
+            return bytes(row["data"])
+        if row["path"] is None:
+            raise NotFoundError(f"payload {sha256} was removed by retention")
+        if path_over is not None and row["size"] > path_over:
+            return self.payloads.root / row["path"]
+        return await asyncio.to_thread(self.payloads.get, row["path"])
+
+    async def inbox(self, organ: str, *, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """What waits in ``organ``'s mailbox, in commit order.
+
+        Paged on the delivery id, which the single writer assigns in commit
+        order, so a client that keeps its cursor between polls never skips a
+        document committed after its last poll (message ids are minted before
+        the commit and need not arrive in order)."""
+        rows = await self._all(
+            "SELECT e.id, e.kind, e.sender, e.document_id, e.subject, e.code, e.status_code, "
+            "e.size, e.sha256, e.received_at, d.id AS delivery_id, d.fetched_at "
+            "FROM deliveries d JOIN envelopes e ON e.id = d.envelope_id "
+            "WHERE d.recipient = ? AND d.route = 'mailbox' AND d.state = 'queued' "
+            "AND d.id > ? ORDER BY d.id LIMIT ?", (organ, after, limit))
+        return [dict(r) for r in rows]
+
+    async def inbox_item(self, organ: str, message_id: str) -> dict[str, Any] | None:
+        row = await self._one(
+            "SELECT d.*, e.sha256, e.kind, e.sender FROM deliveries d "
+            "JOIN envelopes e ON e.id = d.envelope_id "
+            "WHERE d.envelope_id = ? AND d.recipient = ? AND d.route = 'mailbox'",
+            (message_id, organ))
+        return dict(row) if row is not None else None
+
+    async def events(self, after: int = 0, limit: int = 500, *, organ: str | None = None,
+                     message_id: str | None = None, kinds: Sequence[str] = (),
+                     state: str | None = None) -> list[Event]:
+        where, params = ["id > ?"], [after]
+        if organ:
+            where.append("organ = ?")
+            params.append(organ)
+        if message_id:
+            where.append("message_id = ?")
+            params.append(message_id)
+        if state:
+            where.append("state = ?")
+            params.append(state)
+        if kinds:
+            where.append(f"kind IN ({','.join('?' * len(kinds))})")
+            params.extend(kinds)
+        rows = await self._all(f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} "
+                               f"ORDER BY id LIMIT ?", (*params, limit))
+        return [row_to_event(r) for r in rows]
+
+    async def stats(self) -> dict[str, Any]:
+        """Counts for metrics and readiness: deliveries by state and route, the oldest queued."""
+        rows = await self._all("SELECT state, route, COUNT(*) AS n FROM deliveries "
+                               "GROUP BY state, route")
+        oldest = await self._one("SELECT MIN(created_at) AS t FROM deliveries "
+                                 "WHERE state IN ('queued', 'deferred') AND route != 'mailbox'")
+        oldest_mailbox = await self._one("SELECT MIN(created_at) AS t FROM deliveries "
+                                         "WHERE state = 'queued' AND route = 'mailbox'")
+        return {"deliveries": [(r["state"], r["route"], r["n"]) for r in rows],
+                "oldest_queued_at": oldest["t"] if oldest else None,
+                "oldest_unfetched_at": oldest_mailbox["t"] if oldest_mailbox else None,
+                "payload_bytes": await self.payload_bytes()}
+
+    async def payload_bytes(self) -> int:
+        """Bytes of payload the spool holds (backpressure reads only this)."""
+        row = await self._one("SELECT COALESCE(SUM(size), 0) AS n FROM payloads "
+                              "WHERE data IS NOT NULL OR path IS NOT NULL")
+        return row["n"] if row else 0
+
+    async def ping(self) -> None:
+        await self._one("SELECT 1")
+
+
+def _fetch(conn: sqlite3.Connection, sql: str, params: Sequence[Any], one: bool) -> Any:
+    cur = conn.execute(sql, params)
+    try:
+        return cur.fetchone() if one else cur.fetchall()
+    finally:
+        cur.close()
+
+
+def _envelope_dict(row: sqlite3.Row) -> dict[str, Any]:
+    d = dict(row)
+    d["signature"] = json.loads(d["signature"])
+    return d
+
+
+# -- write operations (run in the database thread, inside a SAVEPOINT) ---------
+
+def _store(tx: Tx, rec: NewEnvelope, payload_rel: str | None, inline_limit: int,
+           lifetime: float) -> StoreResult:
+    c = tx.conn
+    row = c.execute("SELECT id, sha256 FROM envelopes WHERE sender = ? AND dedup_key = ?",
+                    (rec.sender, rec.dedup_key)).fetchone()
+    if row is not None:
+        if row[1] == rec.sha256:
+            recips = c.execute("SELECT recipient, route FROM deliveries WHERE envelope_id = ? "
+                               "ORDER BY id", (row[0],)).fetchall()
+            receipt = c.execute("SELECT id FROM receipts WHERE message_id = ? AND event = 'accepted'",
+                                (row[0],)).fetchone()
+            return StoreResult(row[0], False, [{"organ": r, "route": rt} for r, rt in recips],
+                               receipt[0] if receipt else None)
+        raise ConflictError(
+            f"DocumentId {rec.document_id!r} was already sent by {rec.sender} with other content",
+            details={"document_id": rec.document_id, "existing_id": row[0]})
+    inline = rec.raw if payload_rel is None else None
+    c.execute("INSERT OR IGNORE INTO payloads (sha256, size, data, path, created_at) "
+              "VALUES (?,?,?,?,?)", (rec.sha256, rec.size, inline, payload_rel, tx.now))
+    if payload_rel is not None:  # an earlier copy may have been inline or retired
+        c.execute("UPDATE payloads SET path = ? WHERE sha256 = ? AND data IS NULL",
+                  (payload_rel, rec.sha256))
+    c.execute("INSERT INTO envelopes (id, kind, sender, dedup_key, document_id, sha256, size, "
+              "subject, code, status_code, response_for, signature, origin, received_at) "
+              "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+              (rec.id, rec.kind, rec.sender, rec.dedup_key, rec.document_id, rec.sha256, rec.size,
+               rec.subject, rec.code, rec.status_code, rec.response_for,
+               json.dumps(rec.signature, ensure_ascii=False), rec.origin, tx.now))
+    c.executemany("INSERT INTO deliveries (envelope_id, recipient, route, state, next_attempt_at, "
+                  "expires_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
+                  [(rec.id, d.recipient, d.route, State.QUEUED.value, tx.now, tx.now + lifetime,
+                    tx.now, tx.now) for d in rec.deliveries])
+    recipients = [{"organ": d.recipient, "route": d.route} for d in rec.deliveries]
+    accepted = tx.event("accepted", message_id=rec.id, organ=rec.sender, state=State.QUEUED.value,
+                        kind_of=rec.kind, document_id=rec.document_id, sha256=rec.sha256,
+                        size=rec.size, recipients=recipients,
+                        signature=rec.signature.get("result"), origin=rec.origin)
+    receipt_id = None
+    if rec.receipt is not None:
+        receipt_id, at, xml = rec.receipt
+        c.execute("INSERT INTO receipts (id, event_id, message_id, event, sender, recipient, state, "
+                  "business_status, at, xml) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                  (receipt_id, accepted.id, rec.id, "accepted", rec.sender, None,
+                   State.QUEUED.value, rec.status_code, at, xml))
+    if rec.status is not None:
+        s = rec.status
+        c.execute("INSERT INTO statuses (envelope_id, organ, status_code, description, timestamp, "
+                  "status_envelope_id, received_at) VALUES (?,?,?,?,?,?,?)",
+                  (s.envelope_id, s.organ, s.status_code, s.description, s.timestamp, rec.id, tx.now))
+        c.execute("UPDATE deliveries SET business_status = ?, business_status_at = ? "
+                  "WHERE envelope_id = ? AND recipient = ?",
+                  (s.status_code, tx.now, s.envelope_id, s.organ))
+        tx.event("status_received", message_id=s.envelope_id, organ=s.organ,
+                 status_code=s.status_code, status_message_id=rec.id, description=s.description)
+    return StoreResult(rec.id, True, recipients, receipt_id)
+
+
+def _ack(tx: Tx, organ: str, message_id: str) -> str:
+    row = tx.conn.execute("SELECT id, state FROM deliveries WHERE envelope_id = ? AND recipient = ? "
+                          "AND route = 'mailbox'", (message_id, organ)).fetchone()
+    if row is None:
+        raise NotFoundError(f"message {message_id} is not in the inbox of {organ}")
+    delivery_id, state = row
+    if state == State.DELIVERED.value:
+        return state  # acknowledging twice is harmless
+    if state != State.QUEUED.value:
+        raise ConflictError(f"message {message_id} cannot be acknowledged: its delivery is {state}",
+                            code="not_deliverable", details={"state": state})
+    tx.conn.execute("UPDATE deliveries SET fetched_at = COALESCE(fetched_at, ?) WHERE id = ?",
+                    (tx.now, delivery_id))
+    transition(tx, delivery_id, (State.QUEUED,), State.DELIVERED, reason="acknowledged by recipient")
+    return State.DELIVERED.value
+
