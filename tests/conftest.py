@@ -39,7 +39,7 @@ def make_settings(tmp_path: Path, dev_keys: Path):
     """Settings on a fresh data directory, signing with the shared test keys
     (organisations are trusted through the dev CA that issued theirs)."""
     def make(**overrides: Any):
-        # cpu_workers 0: no worker processes per test app (tests/hub/test_cpu_pool.py
+        # cpu_workers 0: no worker processes per test app (tests/hub/cleanup/test_cpu_pool.py
         # and the live-server tests run the default pool).
         raw = {"data_dir": str(tmp_path / "var"), "cpu_workers": 0,
                "hub_key_file": str(dev_keys / "hub.key"),

@@ -45,7 +45,7 @@ MAU_A = "000.01.48.H63"
 VP_UBND = "000.31.48.H63"
 SAMPLE_SENDER = "000.00.00.A80"  # From of the public edoc_new.edxml
 NOW = dt.datetime(2024, 5, 2, 1, 30, 0, tzinfo=dt.UTC)
-GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 
 
 # --- fixtures and helpers ---------------------------------------------------------

@@ -24,7 +24,7 @@ from hub.receipts.format import (
 from hub.crypto.signing import DS_SIGNATURE
 
 HUB = "000.99.48.H63"
-GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 
 ACCEPTED = ReceiptFields(
     receipt_id="rcpt-01HXA5K3J8Q2", message_id="msg-01HXA5K3J8Q0",
