@@ -135,7 +135,7 @@ def test_hashmap_order_resize() -> None:
 
 
 def _same_bin(n: int, mask: int, bin_: int) -> list[str]:
-    from hub.vxp.protocol import _spread
+    from hub.vxp.java import _spread
     return [c for c in (f"k{i}" for i in range(20000))
             if _spread(java_string_hash(c)) & mask == bin_][:n]
 
