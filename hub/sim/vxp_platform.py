@@ -40,7 +40,7 @@ import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Self
 
-from aiohttp import BasicAuth, hdrs, web
+from aiohttp import hdrs, web
 
 from hub.clock import Clock
 from hub.sim.vxp_faults import Fault, Faults, TokenStore
@@ -149,7 +149,7 @@ class FakePlatform:
         self.host, self.port = host, sock.getsockname()[1]
         self._runner = web.AppRunner(self.app, shutdown_timeout=1.0, access_log=None)
         await self._runner.setup()
-        await web.SockSite(self._runner, sock, shutdown_timeout=1.0).start()
+        await web.SockSite(self._runner, sock).start()
         log.info("fake VXP platform on %s", self.url)
         return self
 
@@ -180,13 +180,13 @@ class FakePlatform:
         if form.get("grant_type") != "client_credentials":
             return web.json_response({"error": "unsupported_grant_type"}, status=400)
         client_id, client_secret = str(form.get("client_id", "")), str(form.get("client_secret", ""))
-        if hdrs.AUTHORIZATION in request.headers:
+        scheme, _, encoded = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+        if scheme.lower() == "basic":
             try:
-                basic = BasicAuth.decode(request.headers[hdrs.AUTHORIZATION])
-            except ValueError:
-                basic = None
-            if basic is not None:
-                client_id, client_secret = basic.login, basic.password
+                client_id, _, client_secret = base64.b64decode(encoded, validate=True) \
+                    .decode("utf-8").partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                return web.json_response({"error": "invalid_request"}, status=400)
         token = self.tokens.issue(client_id, client_secret)
         if token is None:
             self.counters.token_refusals += 1

@@ -101,7 +101,9 @@ class VxpClient:
         self._own_session = session is None
         self.timeout = timeout
         self._token_url = token_url
-        self._basic = (aiohttp.BasicAuth(client_id, client_secret)
+        # RFC 6749 2.3.1: client credentials by HTTP basic auth (built here:
+        # aiohttp's BasicAuth is deprecated).
+        self._basic = ("Basic " + base64.b64encode(f"{client_id}:{client_secret}".encode()).decode()
                        if client_id is not None and client_secret is not None else None)
         self._clock: Callable[[], float] = clock if clock is not None else Clock()
         self._tz = tz
@@ -145,9 +147,13 @@ class VxpClient:
         return DocId(doc_id)
 
     async def get_received_edoc_list(self, messagetype: MessageType = "edoc") -> list[ReceivedEdoc]:
+        """Items waiting for this system, each docId once (a platform listing one twice
+        must not make a poller fetch and deliver it twice)."""
         answer = await self._json("getReceivedEdocList",
                                   [("servicetype", "eDoc"), ("messagetype", messagetype)])
-        return self._records("getReceivedEdocList", answer, ReceivedEdoc.from_json)
+        items = self._records("getReceivedEdocList", answer, ReceivedEdoc.from_json)
+        unique = {item.doc_id: item for item in reversed(items)}
+        return [item for item in items if unique.get(item.doc_id) is item]
 
     async def get_edoc(self, doc_id: str) -> bytes:
         """The document's bytes (the answer's ``data``, base64-decoded)."""
@@ -311,12 +317,11 @@ class VxpClient:
         raise AssertionError("unreachable")
 
     async def _send(self, op: str, method: str, url: str, headers: dict[str, str],
-                    body: bytes | None, expect100: bool = False,
-                    auth: aiohttp.BasicAuth | None = None) -> tuple[int, bytes]:
+                    body: bytes | None, expect100: bool = False) -> tuple[int, bytes]:
         details: dict[str, object] = {"operation": op}
         try:
             async with self._http().request(
-                    method, url, data=body, headers=headers, auth=auth, expect100=expect100,
+                    method, url, data=body, headers=headers, expect100=expect100,
                     timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
                 return resp.status, await resp.read()
         except TimeoutError:
@@ -342,9 +347,11 @@ class VxpClient:
             return self._token
 
     async def _fetch_token(self, url: str) -> tuple[str, float]:
-        status, raw = await self._send("token", "POST", url,
-                                       {"Content-Type": "application/x-www-form-urlencoded"},
-                                       b"grant_type=client_credentials", auth=self._basic)
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        if self._basic is not None:
+            headers["Authorization"] = self._basic
+        status, raw = await self._send("token", "POST", url, headers,
+                                       b"grant_type=client_credentials")
         details: dict[str, object] = {"operation": "token", "http_status": status}
         if status >= 500 or status in (408, 429):
             raise E.VxpServerError(f"token: HTTP {status}", details=details)
