@@ -13,7 +13,7 @@ the secret, timestamp age, sendEdoc's hash-file); a refusal answers HTTP 403
 with ``status: FAIL`` and the verification code as ``ErrorCode``.  Answers
 have the section 4 shapes; the sendEdoc answer is ASCII.  ``Expect:
 100-continue`` is answered by aiohttp before the handler reads the body.
-State and routing: ``hub.sim.vxp_state``.
+Answers: ``hub.sim.vxp_answers``; state and routing: ``hub.sim.vxp_state``.
 
 Optional OAuth2 gateway (``oauth_clients``): ``POST /token`` issues
 client-credentials tokens (HTTP basic or form credentials); every operation
@@ -33,7 +33,6 @@ import base64
 import binascii
 import collections
 import dataclasses
-import json
 import logging
 import signal
 import socket
@@ -43,11 +42,11 @@ from typing import Any, Self
 from aiohttp import hdrs, web
 
 from hub.clock import Clock
+from hub.sim.vxp_answers import HANDLERS
 from hub.sim.vxp_faults import Fault, Faults, TokenStore
 from hub.sim.vxp_state import Counters, PlatformRefusal, PlatformState
 from hub.vxp.protocol import (
     OPERATIONS,
-    VerifiedRequest,
     VxpAuthError,
     answer,
     verify_request,
@@ -100,14 +99,6 @@ class FakePlatform:
         self.app.router.add_post("/token", self._token)
         self.app.router.add_route("*", "/_control", self._control)
         self.app.router.add_route("*", self.prefix + "/{op}", self._operation)
-        self._handlers: dict[str, Callable[[VerifiedRequest, Fault | None], web.Response]] = {
-            "sendEdoc": self._send_edoc, "getReceivedEdocList": self._list,
-            "getEdoc": self._get_edoc, "downloadEdoc": self._download,
-            "updateStatus": self._update_status, "getSentEdocList": self._sent,
-            "getAgenciesList": self._agencies, "getAgenciesListQD20": self._agencies,
-            "getSynchronizeUnit": self._units, "deleteAgency": self._refuse,
-            "countReceiveEdoc": self._count_edoc, "countReceiveStatus": self._count_status,
-        }
 
     # ---------------------------------------------------------------- for tests
 
@@ -235,10 +226,12 @@ class FakePlatform:
                 self.counters.mac_failures += 1
             log.info("%s refused: %s", name, exc.code)
             return _fail(exc.code, exc.message, 403)
+        doubled = fault is not None and fault.kind == "duplicate_list"
         try:
-            response = self._handlers[name](verified, fault)
+            body, content_type = HANDLERS[name](self.state, verified, doubled)
         except PlatformRefusal as exc:
             return _fail(exc.code, exc.desc, 200, ascii_only=name == "sendEdoc")
+        response = web.Response(body=body, content_type=content_type)
         if fault is not None and fault.after:
             return await self._spoiled(fault) or response
         return response
@@ -256,66 +249,6 @@ class FakePlatform:
         if fault.kind == "not_json":
             return web.Response(text="<html>Service Unavailable</html>", content_type="text/html")
         return None
-
-    def _send_edoc(self, v: VerifiedRequest, fault: Fault | None) -> web.Response:
-        to = v.get("to")
-        organs: list[str] | None = None
-        if to is not None:
-            try:
-                parsed = json.loads(to)
-                organs = [str(item["OrganId"]) for item in parsed]
-            except (ValueError, TypeError, KeyError):
-                raise PlatformRefusal("bad_request", "to is not [{\"OrganId\": ...}]") from None
-        assert v.file is not None
-        doc = self.state.send(v.system_id, v.get("messagetype") or "edoc", v.file,
-                              from_=v.get("from"), to=organs)
-        return _json_answer(answer(DocId=doc.doc_id, ascii_only=True))
-
-    def _list(self, v: VerifiedRequest, fault: Fault | None) -> web.Response:
-        items = [self.state.received_item(d)
-                 for d in self.state.mailbox(v.system_id, v.get("messagetype") or "edoc")]
-        if fault is not None and fault.kind == "duplicate_list":
-            items = [i for item in items for i in (item, item)]
-        return _json_answer(answer(data=items))
-
-    def _doc_id(self, v: VerifiedRequest) -> str:
-        doc_id = v.doc_id
-        if not doc_id:
-            raise PlatformRefusal("bad_request", "no docId")
-        return doc_id
-
-    def _get_edoc(self, v: VerifiedRequest, fault: Fault | None) -> web.Response:
-        doc = self.state.fetch(v.system_id, self._doc_id(v))
-        return _json_answer(answer(data=base64.b64encode(doc.data).decode("ascii")))
-
-    def _download(self, v: VerifiedRequest, fault: Fault | None) -> web.Response:
-        doc = self.state.fetch(v.system_id, self._doc_id(v))
-        return web.Response(body=doc.data, content_type="application/xml")
-
-    def _update_status(self, v: VerifiedRequest, fault: Fault | None) -> web.Response:
-        self.state.set_status(v.system_id, self._doc_id(v), v.get("status") or "")
-        return _json_answer(answer())
-
-    def _sent(self, v: VerifiedRequest, fault: Fault | None) -> web.Response:
-        items = self.state.sent_items(v.system_id, v.get("messagetype") or "edoc", v.doc_id)
-        if fault is not None and fault.kind == "duplicate_list":
-            items = items * 2
-        return _json_answer(answer(data=items))
-
-    def _count_edoc(self, v: VerifiedRequest, fault: Fault | None) -> web.Response:
-        return _json_answer(answer(count=len(self.state.mailbox(v.system_id, "edoc"))))
-
-    def _count_status(self, v: VerifiedRequest, fault: Fault | None) -> web.Response:
-        return _json_answer(answer(count=len(self.state.mailbox(v.system_id, "status"))))
-
-    def _agencies(self, v: VerifiedRequest, fault: Fault | None) -> web.Response:
-        return _json_answer(answer(data=self.state.agencies()))
-
-    def _units(self, v: VerifiedRequest, fault: Fault | None) -> web.Response:
-        return _json_answer(answer(data=self.state.units()))
-
-    def _refuse(self, v: VerifiedRequest, fault: Fault | None) -> web.Response:
-        raise PlatformRefusal("not_allowed", "agencies are managed by the platform operator")
 
     # ---------------------------------------------------------------- control
 
