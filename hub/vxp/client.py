@@ -17,7 +17,9 @@ answer, or ``status: FAIL`` with an ErrorCode in ``retryable_codes``.  It is
 published, so an unknown code is taken as a refusal rather than retried
 forever), 401 after a fresh token, and 4xx that are not FAIL answers.  An
 answer fails when ``status`` is ``FAIL`` (any case) or ``ErrorCode`` is not
-``"0"``; HTTP status is otherwise ignored, as the SDK does.
+``"0"``; HTTP status is otherwise ignored, as the SDK does.  Unlike the SDK,
+a getReceivedEdocList body that is not JSON is an error, not an empty list:
+a poller must not take a broken platform for an empty mailbox.
 
 OAuth2 (``reference/lgsp.md``): with ``token_url`` set, a client-credentials
 token is fetched (HTTP basic auth), sent as ``Authorization: Bearer``, kept

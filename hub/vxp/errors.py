@@ -12,9 +12,10 @@ them propagate gets the right verdict (defer or refuse) for free::
         VxpRetryableFail       status FAIL with an ErrorCode in retryable_codes
       VxpPermanentError (PermanentDeliveryError)   do not repeat as is
         VxpRefusedError        status FAIL with any other ErrorCode
-        VxpAuthRejectedError   401 again after a fresh token; token endpoint
-                               refused the credentials; 401/403 without OAuth2
+        VxpAuthRejectedError   401 again after a fresh token, 401 without
+                               OAuth2, or the token endpoint refused the credentials
         VxpHttpError           any other 4xx whose body is not a FAIL answer
+                               (a 403 FAIL answer is a VxpRefusedError with its code)
 
 ``details`` carries ``operation`` and, for answers, ``http_status`` and the
 platform's ``error_code`` (its ``ErrorCode``; strings, the platform's own).
