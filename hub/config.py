@@ -81,8 +81,8 @@ def _workers(value: Any) -> int:
 
 def _listen(value: Any) -> str:
     host, sep, port = str(value).rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(f"listen must be HOST:PORT, not {value!r}")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"listen must be HOST:PORT (port 0 to 65535), not {value!r}")
     return str(value)
 
 
@@ -225,8 +225,11 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
                 doc = tomllib.load(fh)
         except FileNotFoundError:
             raise ConfigError(f"configuration file {path} does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration file {path}: {exc.strerror or exc}") from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
+            raise ConfigError(f"{path} is not valid TOML: {exc} (conf/hub.toml shows every key "
+                              f"in its form)") from None
         adapters = doc.pop("adapters", {}) or {}
         for name, table in adapters.items():
             if not isinstance(table, dict) or "class" not in table:

@@ -82,6 +82,10 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
         with client(args, settings, "auditor", 3600) as hub:
             report = VerifyReport(**hub.get_json("/v1/audit/verify", "audit verify"))
     else:
+        if args.file is not None and not args.file.is_file():
+            print(f"lienthong audit verify: no export at {args.file} (make one with "
+                  f"`lienthong audit export -o FILE`)", file=sys.stderr)
+            return 2
         certs = _certs(args, settings)
         report = _verify_file(args.file, certs) if args.file else _verify_db(settings, certs)
         if isinstance(report, str):
@@ -148,7 +152,8 @@ def _certs(args: argparse.Namespace, settings: Settings) -> list[x509.Certificat
         try:
             certs.append(x509.load_pem_x509_certificates(Path(path).read_bytes())[0])
         except (OSError, ValueError) as exc:
-            raise HubError(f"cannot read the hub certificate {path}: {exc}; give it with --cert",
+            why = exc.strerror if isinstance(exc, OSError) else exc
+            raise HubError(f"cannot read the hub certificate {path}: {why}; give it with --cert",
                            code="bad_certificate") from None
     return certs
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
 import importlib
 import json
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from hub.auth import ROLES, TokenAuthority, load_secret
 from hub.config import PARAMS, Settings, load_settings
+from hub.directory import KINDS
 from hub.errors import HubError
 
 if TYPE_CHECKING:
@@ -85,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     lp = dsub.add_parser("list", help="list organisations")
     common(lp)
     lp.add_argument("--json", action="store_true", help="JSON output")
-    lp.add_argument("--kind", help="only this kind")
+    lp.add_argument("--kind", choices=sorted(KINDS), metavar="KIND",
+                    help=f"only this kind: {', '.join(sorted(KINDS))}")
 
     p = sub.add_parser("token", help="issue a bearer token for the local hub")
     common(p)
@@ -115,6 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = getattr(exc, "what", None) or args.command
         print(f"lienthong {where}: {exc.code}: {exc.message}", file=sys.stderr)
         return int(getattr(exc, "exit_status", 2))
+    except OSError as exc:
+        if exc.filename is None:  # not a file the user named: a real fault, keep its traceback
+            raise
+        print(f"lienthong {args.command}: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 
@@ -137,8 +145,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     try:
         sock = bind_listen(settings.listen_host, settings.listen_port)
     except OSError as exc:
-        print(f"lienthong serve: cannot listen on {settings.listen}: {exc.strerror or exc} "
-              f"(another hub or program holds it? give another --listen HOST:PORT)", file=sys.stderr)
+        hint = (" (another hub or program holds it: give another --listen HOST:PORT)"
+                if exc.errno == errno.EADDRINUSE else "")
+        print(f"lienthong serve: cannot listen on {settings.listen}: {exc.strerror or exc}{hint}",
+              file=sys.stderr)
         return 1
     host, port = sock.getsockname()[:2]
     logging.basicConfig(level=settings.log_level.upper(),

@@ -26,6 +26,8 @@ from hub.cli.main import URL_HELP, client, command
 from hub.config import Settings
 from hub.errors import ValidationError
 from hub.receipts.format import EVENTS, RNS, verify_receipt
+from hub.receipts.issuer import RECORDED
+from spool.states import State
 
 _FILTERS = ("document", "organ", "event", "state", "since", "until")
 
@@ -38,8 +40,11 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     common(qp)
     qp.add_argument("--document", help="message id of the document")
     qp.add_argument("--organ", help="sender or recipient OrganId")
-    qp.add_argument("--event", choices=EVENTS)
-    qp.add_argument("--state", help="delivery state stated by the receipt")
+    qp.add_argument("--event", choices=EVENTS, metavar="EVENT",
+                    help=f"only receipts of this event: {', '.join(EVENTS)}")
+    states = [s.value for s in State] + [RECORDED]
+    qp.add_argument("--state", choices=states, metavar="STATE",
+                    help=f"delivery state stated by the receipt: {', '.join(states)}")
     qp.add_argument("--since", help="from this time (ISO 8601 or epoch seconds)")
     qp.add_argument("--until", help="before this time (ISO 8601 or epoch seconds)")
     qp.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")

@@ -35,6 +35,7 @@ from hub.cli.client import HubClient, Reply, why
 from hub.cli.main import URL_HELP, _authority, _directory, command
 from hub.config import Settings
 from hub.errors import HubError
+from spool.states import State
 
 #: Seconds between reconnection attempts: the first, and the most.
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 10.0
@@ -307,7 +308,9 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     p.add_argument("-f", "--follow", action="store_true",
                    help="keep following; reconnect without gaps when the hub restarts")
     p.add_argument("--organ", help="only events about this OrganId")
-    p.add_argument("--state", help="only events with this state (queued, delivered, …)")
+    states = [s.value for s in State]
+    p.add_argument("--state", choices=states, metavar="STATE",
+                   help=f"only events with this state: {', '.join(states)}")
     p.add_argument("--kind", help="only these kinds, comma separated (accepted,refused,state,…)")
     p.add_argument("--message", metavar="ID", help="only events of this message id")
     p.add_argument("--after", type=int, metavar="EVENT_ID", help="start after this event id")
