@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from hub.auth import ROLES, TokenAuthority, load_secret
-from hub.config import PARAMS, Settings, load_settings
+from hub.config import PARAMS, Settings, load_settings, toml_key, toml_value
 from hub.directory import KINDS
 from hub.errors import HubError
 
@@ -317,17 +317,17 @@ def cmd_directory(args: argparse.Namespace, settings: Settings) -> int:
 
 @command("conf")
 def cmd_conf(args: argparse.Namespace, settings: Settings) -> int:
+    """The effective configuration as TOML: it can be pasted into hub.toml."""
     raw = settings.raw()
     print(f"# effective configuration (file: {settings.source or 'none, built-in defaults'})")
     for p in PARAMS:
         value = raw[p.name]
-        shown = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else value
         marker = "" if value == p.default else "   # changed"
-        print(f"{p.name} = {shown}{marker}")
+        print(f"{p.name} = {toml_value(value)}{marker}")
     for name, table in sorted(settings.adapters.items()):
-        print(f"\n[adapters.{name}]")
+        print(f"\n[adapters.{toml_key(name)}]")
         for key, value in table.items():
-            print(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+            print(f"{toml_key(key)} = {toml_value(value)}")
     return 0
 
 
