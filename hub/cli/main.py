@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("conf", help="print the effective configuration")
     common(p)
+
+    p = sub.add_parser("backup", help="a consistent copy of the data directory, while the hub runs")
+    common(p)
+    p.add_argument("dest", type=Path, help="new (or empty) directory for the copy")
     for name in CLI_MODULES:
         importlib.import_module(name).add_parsers(sub, common)
     return top
@@ -328,6 +332,19 @@ def cmd_conf(args: argparse.Namespace, settings: Settings) -> int:
         print(f"\n[adapters.{toml_key(name)}]")
         for key, value in table.items():
             print(f"{toml_key(key)} = {toml_value(value)}")
+    return 0
+
+
+@command("backup")
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    from spool.sqlite.backend import SqliteSpool
+    if not (settings.data_path / "spool.db").is_file():  # before the spool touches anything
+        print(f"lienthong backup: no spool database at {settings.data_path / 'spool.db'}: is "
+              f"--data (or -c) the hub's data directory?", file=sys.stderr)
+        return 2
+    copied = SqliteSpool(settings.data_path).backup(args.dest)
+    print(f"{args.dest}: spool.db, {copied['payloads']} payload files, {copied['files']} key and "
+          f"secret files (check it: `lienthong audit verify --db --data {args.dest}`)")
     return 0
 
 

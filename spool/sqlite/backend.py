@@ -123,6 +123,50 @@ class SqliteSpool(QueueMixin):
         self._ck_task = asyncio.create_task(self._checkpointer(), name="spool-checkpoint")
         self._writer_task = asyncio.create_task(self._writer(), name="spool-writer")
 
+    def backup(self, dest_dir: Path) -> dict[str, int]:
+        """A consistent copy of the data directory into ``dest_dir`` (new or
+        empty), safe while the hub runs: ``spool.db`` through SQLite's online
+        backup API (one snapshot; the writer goes on meanwhile), then the
+        payload files, keys and secrets.  Payload files are immutable once
+        renamed into place, so copying them after the snapshot gives every
+        row its file, unless retention deleted it in between (then the copy
+        has a row whose payload was due to go anyway).  Files in flight
+        (``payloads/incoming``, ``outgoing``) and ``run/`` are left out.
+        Needs no open spool: the CLI calls it on a fresh instance."""
+        import shutil
+        dest = Path(dest_dir)
+        if dest.exists() and any(dest.iterdir()):
+            raise SpoolError(f"backup destination {dest} is not empty", code="backup_failed")
+        if not self.db_path.exists():
+            raise SpoolError(f"no spool database at {self.db_path}", code="backup_failed")
+        dest.mkdir(parents=True, exist_ok=True)
+        src = sqlite3.connect(f"{self.db_path.resolve().as_uri()}?mode=ro", uri=True)
+        out = sqlite3.connect(dest / "spool.db")
+        try:
+            src.execute("PRAGMA busy_timeout=10000")
+            src.backup(out)
+            out.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot back up {self.db_path}: {exc}", code="backup_failed") from None
+        finally:
+            out.close()
+            src.close()
+        copied = {"payloads": 0, "files": 0}
+        skip = {self.data_dir / "payloads" / "incoming", self.data_dir / "payloads" / "outgoing"}
+        for part in ("payloads", "keys", "secrets"):
+            root = self.data_dir / part
+            for path in sorted(root.rglob("*")) if root.is_dir() else []:
+                if any(path == d or d in path.parents for d in skip) or not path.is_file():
+                    continue
+                target = dest / path.relative_to(self.data_dir)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    shutil.copy2(path, target)
+                except FileNotFoundError:  # deleted since the listing (retention, sweep)
+                    continue
+                copied["payloads" if part == "payloads" else "files"] += 1
+        return copied
+
     async def _checkpointer(self) -> None:
         conn = self._ck
         assert conn is not None
