@@ -120,6 +120,10 @@ def test_readme_walkthrough_works_verbatim(tmp_path):
                              env={**os.environ, "PATH": os.environ["PATH"]})
         assert out.returncode == 0, out.stderr + out.stdout
         # Then: each step answered as the README says
+        statuses = [line for line in out.stdout.splitlines() if line.startswith("HTTP ")]
+        assert statuses == ["HTTP 202", "HTTP 200", "HTTP 200", "HTTP 200", "HTTP 202",
+                            "HTTP 200", "HTTP 200"]
+        assert "/tmp/" not in block  # its files come from mktemp
         lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
         sent, inbox_b, ack, status, inbox_a, view = lines
         assert sent["recipients"] == [{"organ": VP_UBND, "route": "mailbox"}]
