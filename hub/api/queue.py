@@ -15,9 +15,10 @@ from typing import Any
 from aiohttp import web
 
 from hub.config import parse_duration
+from hub.context import HubContext
 from hub.errors import ConfigError, ConflictError, NotFoundError, ValidationError
 from hub.api.base import hub_of, identity, int_param, iso, json_response
-from spool.sqlite.queue import OPERATOR_MOVES
+from spool.states import OPERATOR_MOVES
 from spool.states import State
 
 _STATES = {s.value for s in State}
@@ -112,17 +113,12 @@ async def act(request: web.Request) -> web.Response:
         raise NotFoundError(f"no delivery or message {target} in the spool")
     if not changed:
         raise await _wrong_state(hub, target, action)
-    if action == "drop":
-        for c in changed:
-            rows = await hub.spool.queue(message_id=c["message_id"], limit=1000)
-            row = next(r for r in rows if r["id"] == c["delivery_id"])
-            await hub.qmgr.notify_sender(row, f"dropped by an operator: {reason}")
     if hub.qmgr is not None and action in ("release", "retry"):
         hub.qmgr.wake()
     return json_response({"action": action, "target": target, "changed": changed})
 
 
-async def _wrong_state(hub: Any, target: str, action: str) -> ConflictError:
+async def _wrong_state(hub: HubContext, target: str, action: str) -> ConflictError:
     """Refusal of an action that applies to none of the target's deliveries: what
     state they are in, and which states the action applies to."""
     applies = [s.value for s in OPERATOR_MOVES[action][0]]

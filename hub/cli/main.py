@@ -240,28 +240,28 @@ def _stop_on_signals(loop: asyncio.AbstractEventLoop) -> None:
         loop.add_signal_handler(sig, stop)
 
 
-def _authority(settings: Settings, *, create: bool = False) -> TokenAuthority:
+def authority(settings: Settings, *, create: bool = False) -> TokenAuthority:
     """Mints tokens with the hub's secret; only ``lienthong token`` may create it."""
     return TokenAuthority(load_secret(settings.data_path, create=create))
 
 
 def staff_token(settings: Settings, role: str, lifetime: float = 600) -> str:
     """A short-lived token for the hub's own staff role (operator, auditor)."""
-    return _authority(settings).issue(_directory(settings).hub.id, role, lifetime)
+    return authority(settings).issue(directory_of(settings).hub.id, role, lifetime)
 
 
-def _directory(settings: Settings):  # type: ignore[no-untyped-def]
-    from hub.context import load_directory
+def directory_of(settings: Settings):  # type: ignore[no-untyped-def]
+    from hub.directory import load_directory
     return load_directory(settings)
 
 
 @command("token")
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
-    directory = _directory(settings)
-    authority = _authority(settings, create=True)
+    directory = directory_of(settings)
+    mint = authority(settings, create=True)
     if args.examples:
         for organ, role, label in EXAMPLE_TOKENS:
-            token = authority.issue(organ, role, settings.token_lifetime)
+            token = mint.issue(organ, role, settings.token_lifetime)
             print(f"# {label}: {organ} ({role})\n{token}")
         return 0
     if not args.organ:
@@ -270,7 +270,7 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     if args.organ not in directory:
         print(f"lienthong token: {args.organ} is not in the directory", file=sys.stderr)
         return 2
-    print(authority.issue(args.organ, args.role, settings.token_lifetime))
+    print(mint.issue(args.organ, args.role, settings.token_lifetime))
     return 0
 
 
@@ -289,12 +289,12 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     except OSError as exc:
         print(f"lienthong submit: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    authority = _authority(settings)
-    if args.organ not in _directory(settings):
+    minter = authority(settings)
+    if args.organ not in directory_of(settings):
         print(f"lienthong submit: {args.organ} is not in the directory (see `lienthong directory "
               f"list`)", file=sys.stderr)
         return 2
-    with HubClient(args, settings, lambda: authority.issue(args.organ, "agency", 3600)) as hub:
+    with HubClient(args, settings, lambda: minter.issue(args.organ, "agency", 3600)) as hub:
         reply = hub.request("POST", "/v1/envelopes", data=raw, content_type="application/xml")
     try:
         body = reply.json()
@@ -306,7 +306,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 
 @command("directory")
 def cmd_directory(args: argparse.Namespace, settings: Settings) -> int:
-    rows = _directory(settings).to_rows()
+    rows = directory_of(settings).to_rows()
     if args.kind:
         rows = [r for r in rows if r["kind"] == args.kind]
     if args.json:
@@ -337,12 +337,22 @@ def cmd_conf(args: argparse.Namespace, settings: Settings) -> int:
 
 @command("backup")
 def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
-    from spool.sqlite.backend import SqliteSpool
+    import time
+
+    from spool import open_spool
     if not (settings.data_path / "spool.db").is_file():  # before the spool touches anything
         print(f"lienthong backup: no spool database at {settings.data_path / 'spool.db'}: is "
               f"--data (or -c) the hub's data directory?", file=sys.stderr)
         return 2
-    copied = SqliteSpool(settings.data_path).backup(args.dest)
+
+    async def run() -> dict[str, int]:
+        spool = open_spool(settings, time.time)
+        await spool.open(read_only=True)
+        try:
+            return await spool.backup(args.dest)
+        finally:
+            await spool.close()
+    copied = asyncio.run(run())
     print(f"{args.dest}: spool.db, {copied['payloads']} payload files, {copied['files']} key and "
           f"secret files (check it: `lienthong audit verify --db --data {args.dest}`)")
     return 0

@@ -32,7 +32,7 @@ from typing import Any, TextIO
 import aiohttp
 
 from hub.cli.client import HubClient, Reply, why
-from hub.cli.main import URL_HELP, _authority, _directory, command
+from hub.cli.main import URL_HELP, authority, command, directory_of
 from hub.config import Settings
 from hub.errors import HubError
 from spool.states import State
@@ -281,8 +281,8 @@ def stream_params(args: argparse.Namespace) -> dict[str, str]:
 def token_source(args: argparse.Namespace, settings: Settings) -> Callable[[], str]:
     if args.token:
         return lambda: str(args.token)
-    authority, hub_id = _authority(settings), _directory(settings).hub.id
-    return lambda: authority.issue(hub_id, "operator", TOKEN_LIFETIME)
+    minter, hub_id = authority(settings), directory_of(settings).hub.id
+    return lambda: minter.issue(hub_id, "operator", TOKEN_LIFETIME)
 
 
 @command("tail")
