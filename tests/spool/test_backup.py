@@ -57,4 +57,4 @@ def test_backup_under_load_opens_and_its_audit_log_verifies(live_server, tmp_pat
     assert not (dest / "run").exists()
     # And: a second backup into the same place is refused in one line
     again = lienthong("backup", str(dest), "--data", str(data))
-    assert again.returncode == 2 and "is not empty" in again.stderr and "Traceback" not in again.stderr
+    assert again.returncode == 2 and "is not an empty directory" in again.stderr and "Traceback" not in again.stderr
