@@ -37,7 +37,8 @@ async def post_envelope(request: web.Request) -> web.Response:
     ident = identity(request, "agency", "relay")
     ctype = request.content_type.lower()
     if ctype not in XML_TYPES:
-        raise ValidationError(f"Content-Type must be application/xml, not {ctype}",
+        raise ValidationError(f"Content-Type must be application/xml, not {ctype}: send the edXML "
+                              f"envelope itself as the body, with Content-Type: application/xml",
                               code="unsupported_media_type", http_status=415)
     raw = await read_body(request, hub.settings.max_envelope_size, spill=hub.spool.payloads)
     if not raw:

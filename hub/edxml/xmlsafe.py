@@ -101,7 +101,7 @@ def parse(raw: bytes, *, max_size: int, max_depth: int = 64) -> etree._ElementTr
         # fails on libxml2's amplification limit; it is still a DTD refusal.
         if _declares_doctype(raw):
             raise _dtd_forbidden() from None
-        raise _syntax_error(exc) from None
+        raise _syntax_error(exc, raw[:64]) from None
     return _checked(root, max_depth)
 
 
@@ -118,7 +118,7 @@ def parse_file(path: Any, size: int, *, max_size: int, max_depth: int = 64) -> e
     except etree.XMLSyntaxError as exc:
         if _declares_doctype(head, path):
             raise _dtd_forbidden() from None
-        raise _syntax_error(exc) from None
+        raise _syntax_error(exc, head[:64]) from None
     return _checked(root, max_depth)
 
 
@@ -189,9 +189,23 @@ def _dtd_forbidden() -> ValidationError:
                            code="xml_dtd_forbidden", details={"path": None, "line": None})
 
 
-def _syntax_error(exc: etree.XMLSyntaxError) -> ValidationError:
+def _looks_like_xml(head: bytes) -> bool:
+    """Does the body start like an XML document (after a BOM and blanks), in any encoding?"""
+    for bom in (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff"):
+        head = head.removeprefix(bom)
+    head = head.replace(b"\x00", b"").lstrip(b" \t\r\n")
+    return head.startswith(b"<")
+
+
+def _syntax_error(exc: etree.XMLSyntaxError, head: bytes = b"<") -> ValidationError:
     line, column = exc.position if exc.position else (exc.lineno, exc.offset)
     details = {"path": None, "line": line, "column": column}
+    if not _looks_like_xml(head):
+        start = head[:20].decode("utf-8", "replace")
+        return ValidationError(f"the body is not XML (it starts {start!r}): an edXML envelope "
+                               f"(<edXML xmlns=\"{NS}\">…) is "
+                               f"expected, sent with Content-Type: application/xml",
+                               code="xml_malformed", details=details)
     message = exc.msg or "not well-formed XML"
     # libxml2 refuses more than 256 levels on its own; that is our limit too.
     if "Excessive depth" in message:
