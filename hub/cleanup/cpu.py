@@ -62,13 +62,16 @@ class Cleaner:
     directory: Directory
     trust: TrustStore
     keys: HubKeys
+    bounds: xmlsafe.Limits = xmlsafe.Limits()
+    fields: edxml.FieldLimits = edxml.FieldLimits()
 
     @classmethod
     def from_settings(cls, settings: Any, directory: Directory, keys: HubKeys,
                       trust: TrustStore) -> "Cleaner":
         return cls(settings.max_envelope_size, settings.max_xml_depth,
                    settings.organ_id_policy == "strict", settings.default_signature_policy,
-                   directory, trust, keys)
+                   directory, trust, keys, xmlsafe.Limits.from_settings(settings),
+                   edxml.FieldLimits.from_settings(settings))
 
     def policy_of(self, organ_id: str) -> str:
         organ = self.directory.get(organ_id)
@@ -79,11 +82,12 @@ class Cleaner:
         """Parse, validate, extract, check the sender and its signature, sign the receipt."""
         if isinstance(raw, SpooledBody):  # a large body, already on disk and hashed
             tree = xmlsafe.parse_file(raw.path, raw.size, max_size=self.max_size,
-                                      max_depth=self.max_depth)
+                                      max_depth=self.max_depth, limits=self.bounds)
         else:
-            tree = xmlsafe.parse(raw, max_size=self.max_size, max_depth=self.max_depth)
+            tree = xmlsafe.parse(raw, max_size=self.max_size, max_depth=self.max_depth,
+                                 limits=self.bounds)
         xmlsafe.validate(tree)
-        env = edxml.extract(tree, strict=self.strict)
+        env = edxml.extract(tree, strict=self.strict, limits=self.fields)
         self.check_sender(env, identity)
         check = verify_sender(tree.getroot(), env.sender, self.trust, self.policy_of(env.sender))
         signature = {"result": check.result, "detail": check.detail, "signer": check.signer}
