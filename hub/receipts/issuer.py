@@ -56,7 +56,8 @@ from aiohttp import web
 from hub.context import HubContext
 from hub.errors import ForbiddenError, NotFoundError, ValidationError
 from hub.receipts.format import EVENTS, ReceiptFields
-from hub.api.base import HUB, hub_of, identity, int_param, iso, json_response, parse_time
+from hub.api.base import (HUB, fit_page, hub_of, identity, int_param, iso, json_response,
+                          parse_time)
 from spool.records import Event
 from spool.sqlite.tx import Tx
 from spool.states import State
@@ -317,7 +318,10 @@ async def list_receipts(request: web.Request) -> web.Response:
     rows = await hub.spool._all(f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY r.rowid LIMIT ?",
                                 (*params, limit))
     items = [item(r) for r in rows]
-    nxt = str(request.rel_url.update_query({"after": rows[-1]["seq"]})) if len(rows) == limit else None
+    fits = fit_page(items, hub.settings.max_listing_bytes)
+    full = len(rows) == limit or fits < len(rows)
+    rows, items = rows[:fits], items[:fits]
+    nxt = str(request.rel_url.update_query({"after": rows[-1]["seq"]})) if full else None
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\r\n")
