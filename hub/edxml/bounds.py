@@ -30,17 +30,18 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import functools
 import re
 from typing import Any
 
 from hub.errors import TooLargeError, ValidationError
 
 _ATTR = r"""\s+[^\s=<>"'/]+\s*=\s*(?:"[^"<]*"|'[^'<]*')"""
-# Every "<": a start tag ("<name" then its attributes), or another markup start
-# (end tag, comment, CDATA, PI), caught only so that the text before it is measured.
-_MARKUP = r"""<(?:([^\s<>!?/]+)((?:%s)*)|[/!?])""" % _ATTR
-_MARKUP_B = re.compile(_MARKUP.encode("ascii"))
-_MARKUP_S = re.compile(_MARKUP)
+# Every "<": a start tag ("<name" then at most one attribute more than allowed,
+# so that a tag of a million attributes costs no more than one of 257), or another
+# markup start (end tag, comment, CDATA, PI), caught so that the text before it
+# is measured.
+_MARKUP = r"""<(?:([^\s<>!?/]+)((?:%s){0,%d})|[/!?])"""
 _ATTR_B = re.compile(_ATTR.encode("ascii"))
 _ATTR_S = re.compile(_ATTR)
 _DECLARED = re.compile(
@@ -70,15 +71,23 @@ class Limits:
                    settings.max_xml_namespaces, settings.max_xml_text)
 
 
+@functools.lru_cache(maxsize=8)
+def _markup(attributes: int, text: bool) -> re.Pattern[Any]:
+    pattern = _MARKUP % (_ATTR, attributes + 1)
+    return re.compile(pattern if text else pattern.encode("ascii"))
+
+
 def check(buf: Any, limits: Limits) -> None:
     """Refuse ``buf`` (bytes, or an ``mmap`` of a spooled body) if its tree
     would exceed ``limits``.  Linear in ``len(buf)``; stops at the first excess."""
     encoding = _encoding(buf)
     if encoding is None:
-        _scan(buf, limits, _MARKUP_B, _ATTR_B, b"=", b"xmlns", _ATTACHMENT)
+        _scan(buf, limits, _markup(limits.attributes, False), _ATTR_B, b"=", b"xmlns",
+              _ATTACHMENT, b"<")
     else:
         text = bytes(buf).decode(encoding, errors="replace")
-        _scan(text, limits, _MARKUP_S, _ATTR_S, "=", "xmlns", _ATTACHMENT.decode())
+        _scan(text, limits, _markup(limits.attributes, True), _ATTR_S, "=", "xmlns",
+              _ATTACHMENT.decode(), "<")
 
 
 def _encoding(buf: Any) -> str | None:
@@ -109,7 +118,13 @@ def _unsupported(name: str) -> ValidationError:
 
 
 def _scan(buf: Any, limits: Limits, markup: re.Pattern[Any], attr: re.Pattern[Any],
-          eq: Any, xmlns: Any, attachment: Any) -> None:
+          eq: Any, xmlns: Any, attachment: Any, lt: Any) -> None:
+    # An upper bound first, in C: a flood of tiny elements is refused without a
+    # Python step per element.
+    starts = _count(buf, lt) - _count(buf, lt + "/" if isinstance(lt, str) else lt + b"/")
+    if starts > 2 * limits.elements:
+        raise _too_many(buf, 0, "too_many_elements",
+                        f"more than {limits.elements} elements", limits.elements)
     elements = attributes = namespaces = 0
     text_from = 0
     in_attachment = False
@@ -151,6 +166,15 @@ def _scan(buf: Any, limits: Limits, markup: re.Pattern[Any], attr: re.Pattern[An
                     _too_long(buf, m.start(), len(value[0]), limits.text)
     if len(buf) - text_from > limits.text:
         _too_long(buf, text_from, len(buf) - text_from, limits.text)
+
+
+def _count(buf: Any, what: Any) -> int:
+    if isinstance(buf, (bytes, str)):
+        return buf.count(what)
+    # An mmap has no count(): count 8 MiB slices, each overlapping the next by one
+    # byte less than ``what``, so that an occurrence across a boundary counts once.
+    step, extra = 8 << 20, len(what) - 1
+    return sum(buf[at:at + step + extra].count(what) for at in range(0, len(buf), step))
 
 
 def _line(buf: Any, at: int) -> int:
