@@ -18,21 +18,22 @@ from aiohttp import web
 
 from hub.cleanup import accept as cleanup
 from hub.config import Settings
-from hub.context import open_hub
+from hub.context import HubContext
+from hub.node import open_hub
 from hub.errors import ForbiddenError, NotFoundError, ValidationError
 from hub.api.base import (HUB, XML_TYPES, errors_middleware, fit_page, hub_of, identity,
                           int_param, iso, json_response, read_body)
 from spool.payloads import LARGE, SpooledBody
 
 #: Feature modules that mount their own routes: each has ``setup_routes(app)``.
-ROUTE_MODULES: tuple[str, ...] = ("hub.api.queue", "hub.api.events", "hub.metrics", "hub.receipts.issuer",
-                                  "hub.audit.auditor")
+ROUTE_MODULES: tuple[str, ...] = ("hub.api.queue", "hub.api.events", "hub.api.metrics",
+                                  "hub.api.receipts", "hub.api.audit")
 
 # -- envelopes ---------------------------------------------------------------
 
 async def post_envelope(request: web.Request) -> web.Response:
     hub = hub_of(request)
-    ident = identity(request, "agency")
+    ident = identity(request, "agency", "relay")
     ctype = request.content_type.lower()
     if ctype not in XML_TYPES:
         raise ValidationError(f"Content-Type must be application/xml, not {ctype}",
@@ -137,7 +138,7 @@ async def get_inbox_item(request: web.Request) -> web.Response:
     return resp  # type: ignore[return-value]
 
 
-async def not_in_inbox(hub: Any, organ: str, message_id: str) -> None:
+async def not_in_inbox(hub: HubContext, organ: str, message_id: str) -> None:
     """Raise 403 for a message that exists but is not addressed to ``organ``, else 404."""
     if await hub.spool.envelope(message_id) is not None:
         raise ForbiddenError(f"message {message_id} is not addressed to {organ}")

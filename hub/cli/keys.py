@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
-from hub.cli.main import _directory, command
+from hub.cli.main import directory_of, command
 from hub.config import Settings
 from hub.crypto.keys import fingerprint, init_dev_keys, load_hub_keys
 
@@ -23,7 +23,7 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
 
 @command("keys")
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
-    directory = _directory(settings)
+    directory = directory_of(settings)
     keys_dir = settings.data_path / "keys"
     if args.action == "init":
         report = init_dev_keys(keys_dir, directory.hub.id,
@@ -34,7 +34,7 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
               f"`lienthong receipts verify FILE --cert {keys_dir / 'hub.pem'}`)")
         return 0
     if settings.hub_key_file or settings.hub_pkcs12_file:
-        from hub.context import load_crypto
+        from hub.crypto.setup import load_crypto
         keys, _trust = load_crypto(settings, directory)
     else:
         keys = load_hub_keys(keys_dir / "hub.key", keys_dir / "hub.pem")

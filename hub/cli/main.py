@@ -181,7 +181,7 @@ def _stop_on_signals(loop: asyncio.AbstractEventLoop) -> None:
         loop.add_signal_handler(sig, stop)
 
 
-def _authority(settings: Settings, *, create: bool = False) -> TokenAuthority:
+def authority(settings: Settings, *, create: bool = False) -> TokenAuthority:
     """Mints tokens with the hub's secret; only ``lienthong token`` may create it."""
     return TokenAuthority(load_secret(settings.data_path, create=create))
 
@@ -198,18 +198,18 @@ def hub_url(args: argparse.Namespace, settings: Settings) -> str:
 
 def staff_token(settings: Settings, role: str, lifetime: float = 600) -> str:
     """A short-lived token for the hub's own staff role (operator, auditor)."""
-    return _authority(settings).issue(_directory(settings).hub.id, role, lifetime)
+    return authority(settings).issue(directory_of(settings).hub.id, role, lifetime)
 
 
-def _directory(settings: Settings):  # type: ignore[no-untyped-def]
-    from hub.context import load_directory
+def directory_of(settings: Settings):  # type: ignore[no-untyped-def]
+    from hub.directory import load_directory
     return load_directory(settings)
 
 
 @command("token")
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
-    directory = _directory(settings)
-    authority = _authority(settings, create=True)
+    directory = directory_of(settings)
+    authority = authority(settings, create=True)
     if args.examples:
         for organ, role, label in EXAMPLE_TOKENS:
             token = authority.issue(organ, role, settings.token_lifetime)
@@ -228,7 +228,7 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 @command("submit")
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     raw = args.file.read_bytes()
-    token = _authority(settings).issue(args.organ, "agency", 3600)
+    token = authority(settings).issue(args.organ, "agency", 3600)
     status, body = http_call("POST", f"{hub_url(args, settings)}/v1/envelopes", token, raw,
                              "application/xml")
     print(json.dumps(body, ensure_ascii=False, indent=2))
@@ -256,7 +256,7 @@ def http_call(method: str, url: str, token: str, data: bytes | None = None,
 
 @command("directory")
 def cmd_directory(args: argparse.Namespace, settings: Settings) -> int:
-    rows = _directory(settings).to_rows()
+    rows = directory_of(settings).to_rows()
     if args.kind:
         rows = [r for r in rows if r["kind"] == args.kind]
     if args.json:

@@ -131,3 +131,28 @@ async def test_many_unknown_recipients_under_the_cap_are_one_delivery_each(clien
     from hostile.hostile_cases import many_recipients
     sent = await submit(client, auth, MAU_A, many_recipients(50))
     assert len(sent["recipients"]) == 51 and VP_UBND in {r["organ"] for r in sent["recipients"]}
+
+
+async def test_listings_are_bounded_in_bytes_and_page_on(aiohttp_client, make_settings) -> None:
+    # Given pages of at most ~2 KiB, when five documents wait in an inbox, then
+    # a page ends early with its next cursor and paging on yields each exactly once.
+    from hub.api.app import HUB, create_app
+    client = await aiohttp_client(create_app(make_settings(max_listing_bytes="2KiB")))
+    tokens = client.app[HUB].tokens
+    sender = {"Authorization": f"Bearer {tokens.issue(MAU_A, 'agency')}", **XML}
+    ids = set()
+    for _ in range(5):
+        resp = await client.post("/v1/envelopes", data=edoc(subject="S" * 600), headers=sender)
+        assert resp.status == 202
+        ids.add((await resp.json())["id"])
+    reader = {"Authorization": f"Bearer {tokens.issue(VP_UBND, 'agency')}"}
+    seen, url, pages = [], "/v1/inbox", 0
+    while url:
+        resp = await client.get(url, headers=reader)
+        raw = await resp.read()
+        body = await resp.json()
+        assert len(raw) < 2048 + 1024 or len(body["items"]) == 1
+        seen += [i["id"] for i in body["items"]]
+        url, pages = body.get("next"), pages + 1
+        assert pages < 10
+    assert sorted(seen) == sorted(ids) and pages > 2

@@ -37,7 +37,7 @@ from support import AN_BINH, MAU_A, VP_UBND, free_port
 
 from hub.edxml import samples
 from hub.auth import TokenAuthority, load_secret
-from spool.sqlite.tx import GENESIS_HASH, event_hash
+from spool.chain import GENESIS_HASH, event_hash
 
 pytestmark = pytest.mark.slow
 
