@@ -109,6 +109,27 @@ PARAMS: tuple[Param, ...] = (
     Param("max_envelope_size", "128MiB", parse_size,
           "Largest envelope accepted; a larger body is refused (413) before it is read whole."),
     Param("max_xml_depth", 64, int, "Deepest element nesting accepted in an envelope."),
+    Param("max_xml_elements", 100000, int,
+          "Most elements in one envelope, and most attributes in all (413 too_many_elements / "
+          "too_many_attributes, checked on the bytes before the tree is built). A document's "
+          "header is about 100 elements; attachments are one text node each."),
+    Param("max_xml_attributes", 256, int,
+          "Most attributes (namespace declarations included) on one element "
+          "(413 too_many_attributes)."),
+    Param("max_xml_namespaces", 256, int,
+          "Most namespace declarations in one envelope (413 too_many_namespaces)."),
+    Param("max_xml_text", "1MiB", parse_size,
+          "Longest text node, comment or attribute value, except an attachment's base64 "
+          "content (ContentTransferEncoded), which only max_envelope_size bounds "
+          "(413 xml_text_too_long)."),
+    Param("max_text_field", "16KiB", parse_size,
+          "Longest free-text field the hub keeps and lists (Subject, Description, OrganName), "
+          "in characters (413 field_too_long)."),
+    Param("max_recipients", 500, int,
+          "Most recipients (To) of one document: each is a delivery (413 too_many_recipients)."),
+    Param("max_listing_bytes", "4MiB", parse_size,
+          "Largest JSON page of a listing (GET /v1/inbox, /v1/queue, /v1/receipts) or batch of "
+          "/v1/events; a page that would be larger ends early with its next cursor."),
     Param("inline_payload_limit", "64KiB", parse_size,
           "Payloads up to this size are stored inside the database; larger ones as files "
           "(fsync + atomic rename) under data_dir/payloads."),

@@ -17,7 +17,7 @@ from aiohttp import web
 from hub.config import parse_duration
 from hub.context import HubContext
 from hub.errors import ConfigError, ConflictError, NotFoundError, ValidationError
-from hub.api.base import hub_of, identity, int_param, iso, json_response
+from hub.api.base import fit_page, hub_of, identity, int_param, iso, json_response
 from spool.states import OPERATOR_MOVES
 from spool.states import State
 
@@ -57,8 +57,12 @@ async def list_queue(request: web.Request) -> web.Response:
                                  message_id=q.get("message_id") or None,
                                  after=int_param(request, "after", 0), limit=limit)
     now = hub.clock()
-    body: dict[str, Any] = {"items": [queue_row(r, now) for r in rows]}
-    if len(rows) == limit:
+    items = [queue_row(r, now) for r in rows]
+    fits = fit_page(items, hub.settings.max_listing_bytes)
+    full = len(rows) == limit or fits < len(rows)
+    rows, items = rows[:fits], items[:fits]
+    body: dict[str, Any] = {"items": items}
+    if full:
         nxt = request.rel_url.update_query({"after": rows[-1]["id"]})
         body["next"] = str(nxt)
     return json_response(body)

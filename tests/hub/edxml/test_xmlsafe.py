@@ -260,9 +260,16 @@ def test_oversize_input() -> None:
 def test_text_node_over_libxml2_default_cap_is_accepted() -> None:
     # libxml2 caps a text node at 10,000,000 characters unless huge_tree is on;
     # attachments of tens of MB are real, so the hub lifts the cap (DTDs stay refused).
-    raw = f'<edXML xmlns="{NS}"><AttachmentEncoded>'.encode() + b"A" * 10_000_001 + b"</AttachmentEncoded></edXML>"
+    raw = (f'<edXML xmlns="{NS}"><AttachmentEncoded><Attachment><ContentTransferEncoded>'.encode()
+           + b"A" * 10_000_001 + b"</ContentTransferEncoded></Attachment></AttachmentEncoded></edXML>")
     tree = xmlsafe.parse(raw, max_size=len(raw))
-    assert len(tree.getroot()[0].text) == 10_000_001
+    assert len(tree.getroot()[0][0][0].text) == 10_000_001
+
+
+def test_a_big_text_node_outside_an_attachment_is_refused() -> None:
+    # Only an attachment's base64 may be huge; anywhere else max_xml_text bounds a text node.
+    raw = f'<edXML xmlns="{NS}"><AttachmentEncoded>'.encode() + b"A" * 2_000_000 + b"</AttachmentEncoded></edXML>"
+    refused(raw, "xml_text_too_long", max_size=len(raw))
 
 
 def test_oversize_is_refused_before_parsing() -> None:
