@@ -13,6 +13,7 @@ Roles: ``agency`` (its own documents, inbox and receipts only),
 from __future__ import annotations
 
 import base64
+import binascii
 import dataclasses
 import hashlib
 import hmac
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 
 from hub.errors import AuthError, ConfigError, ForbiddenError
+from hub.private import private_dir
 
 ROLES = ("agency", "operator", "auditor", "admin")
 
@@ -58,7 +60,7 @@ def load_secret(data_dir: Path, *, create: bool = True) -> bytes:
         if not create:
             raise ConfigError(f"no token secret at {path}: is {data_dir} the data directory of "
                               f"the hub you are talking to (--data)?") from None
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(path.parent)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -101,23 +103,38 @@ class TokenAuthority:
     def verify(self, token: str, now: float | None = None) -> Identity:
         known = self._verified.get(token)
         if known is None:
-            try:
-                version, payload, mac = token.split(".")
-            except ValueError:
-                raise AuthError("malformed token", code="bad_token") from None
-            if version != "lt1" or not hmac.compare_digest(mac, self._mac(payload)):
-                raise AuthError("invalid token", code="bad_token")
-            claims = json.loads(_unb64(payload))
-            known = (claims["o"], claims["r"], claims["exp"])
+            known = self._claims(token)
             if len(self._verified) >= _VERIFIED_MAX:
                 self._verified.clear()
             self._verified[token] = known
         organ, role, expires = known
         if expires < (time.time() if now is None else now):
             raise AuthError("token expired", code="token_expired")
-        if role not in ROLES or not self._known(organ):
-            raise AuthError(f"token names unknown organisation {organ}", code="bad_token")
+        if not self._known(organ):
+            raise AuthError("token names an organisation not in the directory", code="bad_token")
         return Identity(organ, role)
+
+    def _claims(self, token: str) -> tuple[str, str, float]:
+        """The claims of a token whose MAC checks out and that has the shape the hub
+        issues; anything else, however it is broken, is one 401 ``bad_token``."""
+        parts = token.split(".")
+        if len(parts) != 3 or not token.isascii():
+            raise AuthError("malformed token", code="bad_token")
+        version, payload, mac = parts
+        if version != "lt1" or not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
+            raise AuthError("invalid token", code="bad_token")
+        try:
+            claims = json.loads(_unb64(payload))
+        except (ValueError, binascii.Error):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise AuthError("invalid token", code="bad_token") from None
+        if not isinstance(claims, dict):
+            raise AuthError("invalid token claims", code="bad_token")
+        organ, role, expires = claims.get("o"), claims.get("r"), claims.get("exp")
+        # The hub issues whole seconds: a float, a bool or a number past 2^62 is not ours.
+        if (not isinstance(organ, str) or role not in ROLES or type(expires) is not int
+                or not 0 <= expires < 1 << 62):
+            raise AuthError("invalid token claims", code="bad_token")
+        return organ, str(role), expires
 
     def from_header(self, header: str | None) -> Identity:
         if not header:

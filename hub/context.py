@@ -17,10 +17,12 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from hub.auth import TokenAuthority, load_secret
 from hub.errors import ConfigError
+from hub.private import private_dir
 from hub.crypto.keys import HubKeys, TrustStore, init_dev_keys, load_hub_keys
 from hub.clock import Clock
 from hub.config import Settings
 from hub.cleanup.cpu import Cleaner, CpuPool
+from hub.cleanup.refusals import RefusalAudit
 from hub.directory import Directory, default_directory_path
 from spool import SqliteSpool, open_spool
 
@@ -74,6 +76,8 @@ class HubContext:
         #: Run by ``open_hub`` at close, newest first, after the queue manager has
         #: stopped and before the spool closes (the audit's last checkpoint).
         self.on_close: list[Callable[[], Awaitable[Any]]] = []
+        self.refusals = RefusalAudit(self)
+        self.on_close.append(self.refusals.close)
 
     def wake_qmgr(self, recipients: list[dict[str, str]]) -> None:
         """New deliveries were committed: dispatch push routes now, not at the next sweep."""
@@ -94,7 +98,7 @@ class HubContext:
         if not isinstance(raw, Path):
             return await self.cpu.sign_hop(raw, now)
         outgoing = self.spool.payloads.root / "outgoing"
-        outgoing.mkdir(exist_ok=True)
+        private_dir(outgoing)
         out = outgoing / f"{secrets.token_hex(12)}.part"
         try:
             await self.cpu.sign_hop_file(raw, out, now)
@@ -120,7 +124,7 @@ async def open_hub(settings: Settings, *, clock: Callable[[], float] | None = No
     so a test drives ``scan()``/``expire()`` itself with a manual clock."""
     clock = clock or Clock()
     directory = directory or load_directory(settings)
-    settings.data_path.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_path)
     tokens = TokenAuthority(load_secret(settings.data_path),
                             known_organ=lambda organ: organ in directory)
     keys, trust = load_crypto(settings, directory)

@@ -162,9 +162,4 @@ async def _status_record(hub: HubContext, message_id: str, ins: Inspected, raw: 
 def _record_refusal(hub: HubContext, identity: Identity, origin: str, exc: HubError) -> None:
     if exc.http_status >= 500:
         return
-    detail = {"code": exc.code, "message": exc.message[:500], "origin": origin}
-    try:
-        fut = hub.spool.write(lambda tx: tx.event("refused", organ=identity.organ, **detail))
-    except HubError:
-        return
-    fut.add_done_callback(lambda f: f.exception())  # logged by the spool if it fails
+    hub.refusals.record(identity.organ, origin, exc)  # one by one, or summarised under a flood

@@ -13,6 +13,7 @@ import gc
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 import urllib.error
@@ -23,6 +24,7 @@ from typing import Any, Callable, Sequence
 from hub.auth import ROLES, TokenAuthority, load_secret
 from hub.config import PARAMS, Settings, load_settings
 from hub.errors import HubError
+from hub.textsafe import say, say_json
 
 Command = Callable[[argparse.Namespace, Settings], int]
 COMMANDS: dict[str, Command] = {}
@@ -104,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from(args)
         return COMMANDS[args.command](args, settings)
     except HubError as exc:
-        print(f"lienthong: {exc.code}: {exc.message}", file=sys.stderr)
+        say(f"lienthong: {exc.code}: {exc.message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -115,10 +117,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 @command("serve")
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from aiohttp import web
+    from aiohttp.web_runner import GracefulExit
 
     from hub.api.app import create_app
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from hub.api.guard import serve
+    from hub.textsafe import install_log
+    # Everything the hub creates under its data directory is its user's alone.
+    os.umask(0o077)
+    install_log(settings.log_level)
     # APScheduler narrates every timer run at INFO; the hub logs what matters.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
     app = create_app(settings)
@@ -126,6 +132,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
           flush=True)
     _return_big_buffers()
     loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     _stop_on_signals(loop)
 
     async def settle_garbage(app: web.Application) -> None:
@@ -135,8 +142,21 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         gc.collect()
         gc.freeze()
     app.on_startup.append(settle_garbage)
-    web.run_app(app, host=settings.listen_host, port=settings.listen_port, print=None,
-                access_log=None, handle_signals=False, loop=loop)
+    runner = None
+    try:
+        runner = loop.run_until_complete(serve(app, settings))
+        loop.run_forever()
+    except (GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        if runner is not None:
+            loop.run_until_complete(runner.cleanup())
+        leftovers = asyncio.all_tasks(loop)
+        for task in leftovers:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
     # Stopped: the interpreter's exit would put back the default (death) for
     # any signal still to come; it has nothing left to interrupt.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -219,7 +239,7 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
         print("lienthong token: give an OrganId (or --examples)", file=sys.stderr)
         return 2
     if args.organ not in directory:
-        print(f"lienthong token: {args.organ} is not in the directory", file=sys.stderr)
+        say(f"lienthong token: {args.organ} is not in the directory", file=sys.stderr)
         return 2
     print(authority.issue(args.organ, args.role, settings.token_lifetime))
     return 0
@@ -231,7 +251,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     token = _authority(settings).issue(args.organ, "agency", 3600)
     status, body = http_call("POST", f"{hub_url(args, settings)}/v1/envelopes", token, raw,
                              "application/xml")
-    print(json.dumps(body, ensure_ascii=False, indent=2))
+    say_json(body)
     return 0 if status in (200, 202) else 1
 
 
@@ -260,28 +280,28 @@ def cmd_directory(args: argparse.Namespace, settings: Settings) -> int:
     if args.kind:
         rows = [r for r in rows if r["kind"] == args.kind]
     if args.json:
-        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        say_json(rows)
         return 0
-    print(f"{'ORGANID':<15} {'KIND':<20} {'ROUTE':<16} NAME")
+    say(f"{'ORGANID':<15} {'KIND':<20} {'ROUTE':<16} NAME")
     for r in rows:
-        print(f"{r['id']:<15} {r['kind']:<20} {r['route']:<16} {r['name']}")
-    print(f"-- {len(rows)} organisations")
+        say(f"{r['id']:<15} {r['kind']:<20} {r['route']:<16} {r['name']}")
+    say(f"-- {len(rows)} organisations")
     return 0
 
 
 @command("conf")
 def cmd_conf(args: argparse.Namespace, settings: Settings) -> int:
     raw = settings.raw()
-    print(f"# effective configuration (file: {settings.source or 'none, built-in defaults'})")
+    say(f"# effective configuration (file: {settings.source or 'none, built-in defaults'})")
     for p in PARAMS:
         value = raw[p.name]
         shown = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else value
         marker = "" if value == p.default else "   # changed"
-        print(f"{p.name} = {shown}{marker}")
+        say(f"{p.name} = {shown}{marker}")
     for name, table in sorted(settings.adapters.items()):
-        print(f"\n[adapters.{name}]")
+        say(f"\n[adapters.{name}]")
         for key, value in table.items():
-            print(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+            say(f"{key} = {json.dumps(value, ensure_ascii=False)}")
     return 0
 
 
