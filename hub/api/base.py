@@ -69,7 +69,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         # The client went away (an upload dropped half-way): nothing to answer, nothing broken.
         log.info("client %s disconnected during %s %s", request.remote, request.method,
                  request.path)
-        raise
+        return error_response(BadRequestError("the client went away", code="client_disconnected"))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -143,7 +143,7 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
             if args.since:
                 query["since"] = args.since
             lines = _get_lines(f"{base}/v1/audit?{urllib.parse.urlencode(query)}", token)
-            out.writelines(line + "\n" for line in lines)
+            out.writelines(safe_json(line) + "\n" for line in lines)
             count += len(lines)
             if len(lines) < 1000:
                 break
