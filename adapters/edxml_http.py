@@ -14,32 +14,44 @@ errors → defer; any other 4xx → permanent refusal, with the receiver's
 error text as the reason.
 
 Options (``[adapters.<name>]``): ``url`` (required), ``token``, ``timeout``
-(seconds, default 60), ``sign`` (default true: add the hop signature).
+(default ``"60s"``), ``sign`` (default true: add the hop signature).
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from adapters.base import Adapter, DeliveryRequest, Outcome
-from hub.errors import ConfigError
+from adapters.base import Adapter, DeliveryRequest, Duration, Outcome, Secret
 
 _RETRYABLE = {408, 425, 429}
 
 
+@dataclasses.dataclass(frozen=True)
+class EdxmlHttpOptions:
+    #: Where envelopes are POSTed.
+    url: str
+    #: A bearer token for the receiver, if it wants one.
+    token: Secret | None = None
+    #: The whole request's time limit.
+    timeout: Duration = Duration(60.0)
+    #: Add the hub's TraceHeader and hop signature.
+    sign: bool = True
+
+
 class EdxmlHttpAdapter(Adapter):
-    def __init__(self, name: str, options: dict[str, Any], hub: Any = None) -> None:
-        super().__init__(name, options, hub)
-        if not options.get("url"):
-            raise ConfigError(f"[adapters.{name}] needs url")
-        self.url = str(options["url"])
-        self.token = options.get("token")
-        self.timeout = float(options.get("timeout", 60))
-        self.sign = bool(options.get("sign", True))
+    Options = EdxmlHttpOptions
+
+    def __init__(self, name: str, options: Any = None) -> None:
+        super().__init__(name, options)
+        self.url = self.options.url
+        self.token = self.options.token
+        self.timeout = self.options.timeout
+        self.sign = self.options.sign
         self.log = logging.getLogger(f"hub.adapter.{name}")
         self._session: aiohttp.ClientSession | None = None
 
@@ -56,8 +68,8 @@ class EdxmlHttpAdapter(Adapter):
             await self.start()
         assert self._session is not None
         body: bytes | Path = req.raw
-        if self.sign and self.hub is not None:
-            body = await self.hub.wire_form(req.raw)
+        if self.sign and self.port is not None:
+            body = await self.port.wire_form(req.raw)
         headers = {"Content-Type": "application/xml", "X-Lienthong-Message-Id": req.message_id}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"

@@ -29,8 +29,11 @@ def adapter_classes() -> dict[str, type[Adapter]]:
         cls = ep.load()
         if not (isinstance(cls, type) and issubclass(cls, Adapter)):
             raise ConfigError(f"entry point {ep.name} = {ep.value} is not an Adapter subclass")
-        if not cls.pull and cls.deliver is Adapter.deliver:
+        if cls.delivers and not cls.pull and cls.deliver is Adapter.deliver:
             raise ConfigError(f"adapter {ep.name} ({ep.value}) does not implement deliver()")
+        if cls.ingests and cls.ingest is Adapter.ingest:
+            raise ConfigError(f"adapter {ep.name} ({ep.value}) says it ingests but does not "
+                              f"implement ingest()")
         found[ep.name] = cls
     if "mailbox" not in found:  # running from a source tree without an install
         from adapters.mailbox import MailboxAdapter
@@ -38,10 +41,11 @@ def adapter_classes() -> dict[str, type[Adapter]]:
     return found
 
 
-def build_adapters(config: dict[str, dict[str, Any]], hub: Any = None) -> dict[str, Adapter]:
-    """One instance per ``[adapters.<name>]`` table, plus ``mailbox``."""
+def build_adapters(config: dict[str, dict[str, Any]]) -> dict[str, Adapter]:
+    """One instance per ``[adapters.<name>]`` table, plus ``mailbox``; options
+    are checked here, at start (``adapters.base.parse_options``)."""
     classes = adapter_classes()
-    instances: dict[str, Adapter] = {"mailbox": classes["mailbox"]("mailbox", {}, hub)}
+    instances: dict[str, Adapter] = {"mailbox": classes["mailbox"]("mailbox", {})}
     for name, table in config.items():
         options = dict(table)
         class_name = options.pop("class")
@@ -49,5 +53,5 @@ def build_adapters(config: dict[str, dict[str, Any]], hub: Any = None) -> dict[s
         if cls is None:
             raise ConfigError(f"[adapters.{name}] class {class_name!r} is not a registered adapter "
                               f"(known: {', '.join(sorted(classes))})")
-        instances[name] = cls(name, options, hub)
+        instances[name] = cls(name, options)
     return instances

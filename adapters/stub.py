@@ -9,17 +9,30 @@ the instance directly by a test.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
-from adapters.base import Adapter, DeliveryRequest, Outcome
+from adapters.base import Adapter, DeliveryRequest, Duration, Outcome
+
+
+@dataclasses.dataclass(frozen=True)
+class StubOptions:
+    #: The first N attempts of each delivery defer.
+    fail_times: int = 0
+    #: Every attempt is a permanent refusal.
+    refuse: bool = False
+    #: Each attempt takes this long.
+    delay: Duration = Duration(0.0)
 
 
 class StubAdapter(Adapter):
-    def __init__(self, name: str, options: dict[str, Any], hub: Any = None) -> None:
-        super().__init__(name, options, hub)
-        self.fail_times = int(options.get("fail_times", 0))
-        self.refuse = bool(options.get("refuse", False))
-        self.delay = float(options.get("delay", 0.0))
+    Options = StubOptions
+
+    def __init__(self, name: str, options: Any = None) -> None:
+        super().__init__(name, options)
+        self.fail_times = self.options.fail_times
+        self.refuse = self.options.refuse
+        self.delay = self.options.delay
         self.delivered: list[DeliveryRequest] = []
         self.attempts: list[DeliveryRequest] = []
         self._failures: dict[int, int] = {}

@@ -94,7 +94,7 @@ def make_identity(work: Path) -> Path:
     generated itself on first start.
     """
     from hub.config import build_settings
-    from hub.context import load_directory
+    from hub.directory import load_directory
     from hub.crypto.keys import init_dev_keys
     from hub.auth import load_secret
 

@@ -75,7 +75,7 @@ _STAND_IN = b"bench backlog payload stand-in " * 2 + b"..!!"
 def insert(db: Path, count: int, raw: bytes, *, route_of: Any, prefix: str,
            own_payloads: bool = False, batch: int = 50_000) -> float:
     from hub.receipts.issuer import CURSOR_KEY
-    from spool.sqlite.tx import GENESIS_HASH, event_hash
+    from spool.chain import GENESIS_HASH, event_hash
     t0 = time.monotonic()
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA synchronous=OFF")

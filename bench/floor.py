@@ -30,7 +30,8 @@ def measure(pool_path: Path, count: int, seconds: float, reps: int) -> dict[str,
     from hub.edxml import envelope as edxml
     from hub.edxml import xmlsafe
     from hub.config import build_settings
-    from hub.context import load_crypto, load_directory
+    from hub.crypto.setup import load_crypto
+    from hub.directory import load_directory
     from hub.receipts.format import ReceiptFields, build_receipt
     from hub.crypto.signing import verify_sender
 

@@ -7,8 +7,10 @@ Tokens are verified without a database read; changing the secret revokes
 them all.  The organ must be in the directory.
 
 Roles: ``agency`` (its own documents, inbox and receipts only),
-``operator`` (queue and live tail), ``auditor`` (read-only: receipts, audit),
-``admin`` (everything).
+``relay`` (a peer hub or a platform, bound to a route: it submits documents
+and statuses whose From is an organisation that route may speak for, see
+``Directory.may_speak_for``), ``operator`` (queue and live tail),
+``auditor`` (read-only: receipts, audit), ``admin`` (everything).
 """
 from __future__ import annotations
 
@@ -26,13 +28,20 @@ from pathlib import Path
 from hub.errors import AuthError, ConfigError, ForbiddenError
 from hub.private import private_dir
 
-ROLES = ("agency", "operator", "auditor", "admin")
+ROLES = ("agency", "relay", "operator", "auditor", "admin")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Identity:
     organ: str
     role: str
+    #: For ``relay``: the route it arrives by, whose organisations it speaks for.
+    route: str | None = None
+
+    @classmethod
+    def relay(cls, route: str, organ: str = "") -> "Identity":
+        """The identity an ingest adapter vouches for: its own route."""
+        return cls(organ or f"route:{route}", "relay", route)
 
     def require(self, *roles: str) -> None:
         if self.role != "admin" and self.role not in roles:
@@ -86,18 +95,23 @@ class TokenAuthority:
         #: Claims of tokens whose MAC already checked out (only those: junk
         #: cannot fill it).  Expiry and the directory are still checked on
         #: every request; the HMAC and JSON are not redone.
-        self._verified: dict[str, tuple[str, str, float]] = {}
+        self._verified: dict[str, tuple[str, str, float, str | None]] = {}
 
     def _mac(self, payload: str) -> str:
         return _b64(hmac.new(self._secret, payload.encode("ascii"), hashlib.sha256).digest())
 
     def issue(self, organ: str, role: str = "agency", lifetime: float = 365 * 86400,
-              now: float | None = None) -> str:
+              now: float | None = None, route: str | None = None) -> str:
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        if (role == "relay") != (route is not None):
+            raise ValueError("a relay token needs a route (--route), and only a relay token has one")
         issued = int(time.time() if now is None else now)
-        payload = _b64(json.dumps({"o": organ, "r": role, "iat": issued,
-                                   "exp": issued + int(lifetime)}, separators=(",", ":")).encode())
+        claims: dict[str, object] = {"o": organ, "r": role, "iat": issued,
+                                     "exp": issued + int(lifetime)}
+        if route is not None:
+            claims["rt"] = route
+        payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
         return f"lt1.{payload}.{self._mac(payload)}"
 
     def verify(self, token: str, now: float | None = None) -> Identity:
@@ -107,14 +121,16 @@ class TokenAuthority:
             if len(self._verified) >= _VERIFIED_MAX:
                 self._verified.clear()
             self._verified[token] = known
-        organ, role, expires = known
+        organ, role, expires, route = known
         if expires < (time.time() if now is None else now):
             raise AuthError("token expired", code="token_expired")
-        if not self._known(organ):
-            raise AuthError("token names an organisation not in the directory", code="bad_token")
-        return Identity(organ, role)
+        if role not in ROLES or not self._known(organ):
+            raise AuthError(f"token names unknown organisation {organ}", code="bad_token")
+        if (role == "relay") != (route is not None):
+            raise AuthError("token names a role and route that do not go together", code="bad_token")
+        return Identity(organ, role, route)
 
-    def _claims(self, token: str) -> tuple[str, str, float]:
+    def _claims(self, token: str) -> tuple[str, str, int, str | None]:
         """The claims of a token whose MAC checks out and that has the shape the hub
         issues; anything else, however it is broken, is one 401 ``bad_token``."""
         parts = token.split(".")
@@ -130,11 +146,12 @@ class TokenAuthority:
         if not isinstance(claims, dict):
             raise AuthError("invalid token claims", code="bad_token")
         organ, role, expires = claims.get("o"), claims.get("r"), claims.get("exp")
+        route = claims.get("rt")
         # The hub issues whole seconds: a float, a bool or a number past 2^62 is not ours.
         if (not isinstance(organ, str) or role not in ROLES or type(expires) is not int
-                or not 0 <= expires < 1 << 62):
+                or not 0 <= expires < 1 << 62 or not (route is None or isinstance(route, str))):
             raise AuthError("invalid token claims", code="bad_token")
-        return organ, str(role), expires
+        return organ, str(role), expires, route
 
     def from_header(self, header: str | None) -> Identity:
         if not header:

@@ -141,6 +141,13 @@ PARAMS: tuple[Param, ...] = (
           "A delivery not done after this long fails and its sender gets a failure status."),
     Param("queue_run_delay", "30s", parse_duration, "How often the queue manager sweeps for due deliveries."),
     Param("crash_limit", 3, int, "A delivery active during this many crashes is moved to corrupt."),
+    Param("lease_time", "10m", parse_duration,
+          "How long a delivery stays leased (active) to the node attempting it; the node renews "
+          "the lease of attempts still running, and an expired lease (its node died, or the "
+          "outcome could not be recorded) is reclaimed by any node's next sweep."),
+    Param("node_id", "", str,
+          "This node's name on its leases. Empty: the host name and the data directory, so a "
+          "restarted node recognises its own leases."),
     Param("destination_concurrency", 20, int, "Most deliveries in flight to one route at once "
           "(Postfix's default_destination_concurrency_limit)."),
     Param("global_concurrency", 64, int, "Most deliveries in flight in total."),

@@ -29,9 +29,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hub.errors import ConfigError, ValidationError
+
+if TYPE_CHECKING:
+    from hub.config import Settings
 
 __all__ = [
     "KINDS",
@@ -41,6 +44,7 @@ __all__ = [
     "Organ",
     "Route",
     "default_directory_path",
+    "load_directory",
     "is_organ_id",
     "check_organ_id",
 ]
@@ -275,6 +279,16 @@ class Directory:
                 code="unroutable_recipient", details={"organ_id": organ_id})
         return Route(organ.route, organ, True)
 
+    def may_speak_for(self, route: str, organ_id: str) -> bool:
+        """May a relay arriving by ``route`` submit documents whose From is ``organ_id``?
+
+        A route speaks for the organisations the directory lists on it (the
+        provincial departments on ``provincial``, a peer district's units on
+        its ``peer.<name>``); the hub's own units and the hub itself never
+        arrive by a relay."""
+        organ = self._organs.get(organ_id)
+        return organ is not None and organ.route == route and route not in (MAILBOX_ROUTE, HUB_ROUTE)
+
     def routes(self) -> set[str]:
         """Every route a delivery may take: one adapter instance is needed per name.
 
@@ -293,6 +307,12 @@ class Directory:
             row["local"] = organ.is_local
             rows.append(row)
         return rows
+
+
+def load_directory(settings: "Settings") -> Directory:
+    """The directory the settings name, or the bundled one."""
+    path = Path(settings.directory) if settings.directory else Path(str(default_directory_path()))
+    return Directory.load(path, upstream_route=settings.upstream_route)
 
 
 def default_directory_path() -> Path:

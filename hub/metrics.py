@@ -26,13 +26,11 @@ import importlib.metadata
 import logging
 import math
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
-from hub.api.base import HUB, hub_of
+from spool.base import Stats
 from spool.ids import timestamp_of as accepted_at
 from spool.records import Event
 from spool.states import PENDING_STATES, State
@@ -192,7 +190,7 @@ def counter_families(out: Exposition, m: Metrics, spool: Any) -> None:
                "batch size" + _SINCE, _one(spool.batched_ops))
 
 
-def gauge_families(out: Exposition, m: Metrics, stats: dict[str, Any], now: float) -> None:
+def gauge_families(out: Exposition, m: Metrics, stats: Stats, now: float) -> None:
     rows: list[tuple[str, str, int]] = stats["deliveries"]
     routes = sorted({route for _state, route, _n in rows})
     counts = {(state, route): n for state, route, n in rows}
@@ -226,16 +224,18 @@ def _age(now: float, since: float | None) -> float:
     return max(0.0, now - since) if since is not None else 0.0
 
 
-def render(m: Metrics, stats: dict[str, Any], now: float, spool: Any) -> str:
+def render(m: Metrics, stats: Stats, now: float, spool: Any,
+           missing_routes: Iterable[str] = ()) -> str:
     out = Exposition()
     out.family("lienthong_build_info", "gauge", "The hub's version (always 1)",
                _one(1, version=m.version))
+    out.family("lienthong_route_without_adapter", "gauge",
+               "Routes the directory names that no adapter instance serves (1 each): documents "
+               "for them wait and then fail", [("", (("route", r),), 1) for r in missing_routes])
     counter_families(out, m, spool)
     gauge_families(out, m, stats, now)
     return out.text()
 
-
-# -- the route ----------------------------------------------------------------------
 
 def build_version() -> str:
     """The installed distribution's version, else the source tree's setup.cfg."""
@@ -246,27 +246,3 @@ def build_version() -> str:
     cfg = configparser.ConfigParser()
     cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg", encoding="utf-8")
     return cfg.get("metadata", "version", fallback="unknown")
-
-
-METRICS = web.AppKey("metrics", Metrics)
-
-
-async def get_metrics(request: web.Request) -> web.Response:
-    hub = hub_of(request)
-    stats = await hub.spool.stats()
-    text = render(request.app[METRICS], stats, hub.clock(), hub.spool)
-    return web.Response(body=text.encode("utf-8"), headers={"Content-Type": CONTENT_TYPE})
-
-
-def setup_routes(app: web.Application) -> None:
-    app[METRICS] = Metrics(build_version())
-
-    async def count_events(app: web.Application) -> AsyncIterator[None]:
-        # Appended after create_app's own context, so the hub (and its spool) is open here.
-        spool, metrics = app[HUB].spool, app[METRICS]
-        metrics.last_event_id = spool.last_event_id
-        spool.add_listener(metrics.observe)
-        yield
-
-    app.cleanup_ctx.append(count_events)
-    app.router.add_get("/metrics", get_metrics)

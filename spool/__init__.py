@@ -1,19 +1,25 @@
-"""The durable store of the hub: states, records and backends."""
+"""The durable store of the hub: the interface (``spool.base``), states,
+records, and the backends (``spool.sqlite``; PostgreSQL beside it later)."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
+from spool.base import Spool
 from spool.records import Event, NewDelivery, NewEnvelope, StatusRecord, StoreResult
-from spool.sqlite.backend import SqliteSpool
 from spool.states import FINAL_STATES, PENDING_STATES, State
 
-__all__ = ["Event", "NewDelivery", "NewEnvelope", "StatusRecord", "StoreResult", "SqliteSpool",
+if TYPE_CHECKING:
+    from hub.config import Settings
+
+__all__ = ["Event", "NewDelivery", "NewEnvelope", "StatusRecord", "StoreResult", "Spool",
            "State", "FINAL_STATES", "PENDING_STATES", "open_spool"]
 
 
-def open_spool(settings, clock: Callable[[], float]) -> SqliteSpool:  # type: ignore[no-untyped-def]
+def open_spool(settings: "Settings", clock: Callable[[], float]) -> Spool:
     """The spool the settings ask for (not yet opened)."""
+    from spool.sqlite.backend import SqliteSpool
     return SqliteSpool(settings.data_path, inline_limit=settings.inline_payload_limit,
                        commit_max_wait=settings.commit_max_wait,
                        commit_max_batch=settings.commit_max_batch,
-                       maximal_lifetime=settings.maximal_lifetime, clock=clock)
+                       maximal_lifetime=settings.maximal_lifetime, node_id=settings.node_id,
+                       clock=clock)

@@ -40,3 +40,12 @@ class State(str, enum.Enum):
 FINAL_STATES = frozenset({State.DELIVERED, State.FAILED, State.CORRUPT})
 #: States that count as "in the queue" (depth, quota, lifetime expiry).
 PENDING_STATES = frozenset({State.QUEUED, State.ACTIVE, State.DEFERRED, State.HOLD})
+
+
+#: What each operator action may move, and where to.
+OPERATOR_MOVES: dict[str, tuple[tuple[State, ...], State]] = {
+    "hold": ((State.QUEUED, State.DEFERRED), State.HOLD),
+    "release": ((State.HOLD,), State.QUEUED),
+    "retry": ((State.QUEUED, State.DEFERRED), State.QUEUED),
+    "drop": ((State.QUEUED, State.DEFERRED, State.HOLD), State.FAILED),
+}

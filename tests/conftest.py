@@ -26,7 +26,7 @@ def clock() -> ManualClock:
 @pytest.fixture(scope="session")
 def dev_keys(tmp_path_factory) -> Path:
     """Development keys made once per test run: CA, hub, one key per organisation."""
-    from hub.context import load_directory
+    from hub.directory import load_directory
     from hub.crypto.keys import init_dev_keys
     keys = tmp_path_factory.mktemp("keys")
     directory = load_directory(build_settings({}))

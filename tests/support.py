@@ -60,3 +60,22 @@ async def submit(client, auth, organ: str, raw: bytes, status: int = 202) -> dic
     body = await resp.json()
     assert resp.status == status, body
     return body
+
+
+async def eventually(check, *, timeout: float = 10.0, interval: float = 0.02, what: str = ""):
+    """Poll ``check`` (a function or coroutine function) until it returns a
+    truthy value, and return that value; fail after ``timeout`` seconds.
+    The one way tests wait for something asynchronous: no fixed sleeps."""
+    import asyncio
+    import inspect
+    deadline = asyncio.get_running_loop().time() + timeout
+    last = None
+    while True:
+        last = check()
+        if inspect.isawaitable(last):
+            last = await last
+        if last:
+            return last
+        if asyncio.get_running_loop().time() >= deadline:
+            raise AssertionError(f"not true after {timeout}s: {what or check}; last value {last!r}")
+        await asyncio.sleep(interval)

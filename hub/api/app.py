@@ -20,7 +20,7 @@ from hub.api.guard import GUARD, ConnectionGuard, guard_middleware
 from hub.api.ratelimit import LIMITS, Limits, ratelimit_middleware
 from hub.cleanup import accept as cleanup
 from hub.config import Settings
-from hub.context import open_hub
+from hub.node import open_hub
 from hub.errors import ForbiddenError, NotFoundError, ValidationError
 from hub.api.base import (HUB, XML_TYPES, errors_middleware, hub_of, identity, int_param, iso,
                      json_response,
@@ -28,14 +28,14 @@ from hub.api.base import (HUB, XML_TYPES, errors_middleware, hub_of, identity, i
 from spool.payloads import LARGE, SpooledBody
 
 #: Feature modules that mount their own routes: each has ``setup_routes(app)``.
-ROUTE_MODULES: tuple[str, ...] = ("hub.api.queue", "hub.api.events", "hub.metrics", "hub.receipts.issuer",
-                                  "hub.audit.auditor")
+ROUTE_MODULES: tuple[str, ...] = ("hub.api.queue", "hub.api.events", "hub.api.metrics",
+                                  "hub.api.receipts", "hub.api.audit")
 
 # -- envelopes ---------------------------------------------------------------
 
 async def post_envelope(request: web.Request) -> web.Response:
     hub = hub_of(request)
-    ident = identity(request, "agency")
+    ident = identity(request, "agency", "relay")
     ctype = request.content_type.lower()
     if ctype not in XML_TYPES:
         raise ValidationError(f"Content-Type must be application/xml, not {ctype}",

@@ -17,7 +17,7 @@ from aiohttp import web
 from hub.config import parse_duration
 from hub.errors import ConfigError, ConflictError, NotFoundError, ValidationError
 from hub.api.base import hub_of, identity, int_param, iso, json_response
-from spool.sqlite.queue import OPERATOR_MOVES
+from spool.states import OPERATOR_MOVES
 from spool.states import State
 
 _STATES = {s.value for s in State}
@@ -113,11 +113,6 @@ async def act(request: web.Request) -> web.Response:
         allowed = ", ".join(s.value for s in OPERATOR_MOVES[action][0])
         raise ConflictError(f"nothing to {action}: only deliveries in {allowed} can be",
                             code="wrong_state", details={"action": action})
-    if action == "drop":
-        for c in changed:
-            rows = await hub.spool.queue(message_id=c["message_id"], limit=1000)
-            row = next(r for r in rows if r["id"] == c["delivery_id"])
-            await hub.qmgr.notify_sender(row, f"dropped by an operator: {reason}")
     if hub.qmgr is not None and action in ("release", "retry"):
         hub.qmgr.wake()
     return json_response({"action": action, "target": target, "changed": changed})

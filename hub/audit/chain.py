@@ -25,7 +25,7 @@ from hub.receipts.format import format_time
 from hub.crypto.dsig import DS, DS_SIGNATURE, sign_enveloped
 from hub.crypto.signing import parse_xml
 from spool.records import Event
-from spool.sqlite.tx import GENESIS_HASH, event_hash
+from spool.chain import GENESIS_HASH, event_hash
 
 CNS = "urn:lienthong-hub:checkpoint:1"
 _VERIFY_CONFIG = SignatureConfiguration(location="./", expect_references=1)

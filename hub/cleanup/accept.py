@@ -38,6 +38,9 @@ from spool.payloads import SpooledBody
 
 log = logging.getLogger("hub.cleanup.accept")
 
+#: Bodies above this are refused at once under backpressure (statuses are a few KB).
+STATUS_MAX = 64 * 1024
+
 @dataclasses.dataclass(slots=True)
 class AcceptResult:
     id: str
@@ -75,11 +78,16 @@ async def _accept(hub: HubContext, raw: "bytes | SpooledBody", identity: Identit
         raise ValidationError(f"envelope of {len(raw)} bytes exceeds max_envelope_size "
                               f"({s.max_envelope_size})", code="envelope_too_large",
                               http_status=413)
-    check_backpressure(hub)
+    if len(raw) > STATUS_MAX:
+        check_backpressure(hub)  # no status is this big: refuse before the work
     with hub.spool.announce():
         message_id = new_message_id(hub.clock())
-        ins = await hub.cpu.inspect(raw, identity.organ, message_id, hub.clock())
+        ins = await hub.cpu.inspect(raw, identity, message_id, hub.clock())
         env = ins.envelope
+        if env.kind == "edoc" and origin != "hub":
+            # Under pressure only new documents are refused: statuses about
+            # documents already held, and the hub's own notices, still flow.
+            check_backpressure(hub)
         if env.kind == "status":
             rec = await _status_record(hub, message_id, ins, raw, origin, notice_for)
         else:
@@ -162,4 +170,13 @@ async def _status_record(hub: HubContext, message_id: str, ins: Inspected, raw: 
 def _record_refusal(hub: HubContext, identity: Identity, origin: str, exc: HubError) -> None:
     if exc.http_status >= 500:
         return
-    hub.refusals.record(identity.organ, origin, exc)  # one by one, or summarised under a flood
+    extra = {"route": identity.route} if identity.route is not None else {}
+    if hub.refusals is not None:  # one by one, or summarised under a flood
+        hub.refusals.record(identity.organ, origin, exc, **extra)
+        return
+    detail = {"code": exc.code, "message": exc.message[:500], "origin": origin, **extra}
+    try:
+        fut = hub.spool.record_event("refused", organ=identity.organ, **detail)
+    except HubError:
+        return
+    fut.add_done_callback(lambda f: f.exception())  # logged by the spool if it fails

@@ -18,19 +18,22 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import secrets
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from hub.edxml import envelope as edxml
 
 from hub.edxml import xmlsafe
+from hub.auth import Identity
 from hub.directory import Directory
 from hub.errors import ForbiddenError, ValidationError
 from hub.crypto.keys import HubKeys, TrustStore
 from hub.receipts.format import ReceiptFields, build_receipt, build_receipts
 from hub.crypto.signing import verify_sender
 from hub.cleanup.workers import WorkerPool
+from hub.private import private_dir
 from spool.payloads import SpooledBody
 
 #: Envelopes above this size are parsed in a worker thread, not on the event loop.
@@ -74,7 +77,7 @@ class Cleaner:
         organ = self.directory.get(organ_id)
         return organ.signature_policy if organ and organ.signature_policy else self.default_policy
 
-    def inspect(self, raw: bytes | SpooledBody, identity: str, message_id: str,
+    def inspect(self, raw: bytes | SpooledBody, identity: Identity, message_id: str,
                 at: float) -> Inspected:
         """Parse, validate, extract, check the sender and its signature, sign the receipt."""
         if isinstance(raw, SpooledBody):  # a large body, already on disk and hashed
@@ -97,12 +100,21 @@ class Cleaner:
             hub_id=self.directory.hub.id, business_status=env.status_code), self.keys)
         return Inspected(env, sha256, signature, (receipt_id, at, xml))
 
-    def check_sender(self, env: edxml.Envelope, identity: str) -> None:
-        if env.sender != identity:
+    def check_sender(self, env: edxml.Envelope, identity: Identity) -> None:
+        """The sender is the authenticated organisation, or one its route may speak for."""
+        path = "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader/From/OrganId"
+        if identity.role == "relay":
+            assert identity.route is not None
+            if not self.directory.may_speak_for(identity.route, env.sender):
+                raise ForbiddenError(
+                    f"envelope is from {env.sender}, for whom route {identity.route!r} may not "
+                    f"speak (a route speaks for the organisations the directory lists on it)",
+                    code="route_not_allowed",
+                    details={"path": path, "from": env.sender, "route": identity.route})
+        elif env.sender != identity.organ:
             raise ForbiddenError(
-                f"envelope is from {env.sender} but you are {identity}", code="sender_mismatch",
-                details={"path": "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader/From/OrganId",
-                         "from": env.sender, "authenticated": identity})
+                f"envelope is from {env.sender} but you are {identity.organ}", code="sender_mismatch",
+                details={"path": path, "from": env.sender, "authenticated": identity.organ})
         if self.directory.get(env.sender) is None:
             raise ValidationError(f"sender {env.sender} is not in the directory",
                                   code="unknown_sender")
@@ -116,7 +128,8 @@ _worker: Cleaner | None = None
 def _init_worker(raw_settings: dict[str, Any]) -> None:
     global _worker
     from hub.config import build_settings
-    from hub.context import load_crypto, load_directory
+    from hub.crypto.setup import load_crypto
+    from hub.directory import load_directory
     settings = build_settings(raw_settings)
     directory = load_directory(settings)
     keys, trust = load_crypto(settings, directory)
@@ -129,12 +142,12 @@ def _sign_hop_in_worker(raw: bytes, now: datetime) -> bytes:
     return sign_hop(raw, hub_id=_worker.directory.hub.id, keys=_worker.keys, now=now)
 
 
-def _build_receipts_in_worker(fields: list[ReceiptFields]) -> list[bytes]:
+def _build_receipts_in_worker(fields: Sequence[ReceiptFields]) -> list[bytes]:
     assert _worker is not None, "worker not initialised"
     return build_receipts(fields, _worker.keys)
 
 
-def _inspect_in_worker(raw: bytes, identity: str, message_id: str, at: float) -> Inspected:
+def _inspect_in_worker(raw: bytes, identity: Identity, message_id: str, at: float) -> Inspected:
     assert _worker is not None, "worker not initialised"
     return _worker.inspect(raw, identity, message_id, at)
 
@@ -154,7 +167,7 @@ class CpuPool:
         if self._pool is not None:
             await self._pool.start()
 
-    async def inspect(self, raw: bytes | SpooledBody, identity: str, message_id: str,
+    async def inspect(self, raw: bytes | SpooledBody, identity: Identity, message_id: str,
                       at: float) -> Inspected:
         if self._pool is not None and len(raw) <= POOL_MAX:
             return await self._pool.call(_inspect_in_worker, raw, identity, message_id, at)
@@ -180,12 +193,30 @@ class CpuPool:
         await asyncio.to_thread(sign_hop_file, src, dst, hub_id=c.directory.hub.id, keys=c.keys,
                                 now=now)
 
-    async def build_receipts(self, fields: list[ReceiptFields]) -> list[bytes]:
+    async def wire_form(self, raw: bytes | Path, outgoing: Path, now: datetime) -> bytes | Path:
+        """The bytes an adapter sends onwards: the original with the hub's
+        TraceHeader and hop signature appended (the spool keeps the original).
+
+        For a payload file (``DeliveryRequest.raw`` a ``Path``), the wire form
+        is written to a new file under ``outgoing`` and its path returned: the
+        caller sends it and removes it."""
+        if not isinstance(raw, Path):
+            return await self.sign_hop(raw, now)
+        private_dir(outgoing)
+        out = outgoing / f"{secrets.token_hex(12)}.part"
+        try:
+            await self.sign_hop_file(raw, out, now)
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
+        return out
+
+    async def build_receipts(self, fields: Sequence[ReceiptFields]) -> list[bytes]:
         """Sign a batch of receipts (``hub.receipts_xml.build_receipts``): in a
         worker when there are any (they hold the same key), else in a thread
         for more than ``RECEIPTS_THREAD_AT`` of them, else inline."""
         if self._pool is not None:
-            return await self._pool.call(_build_receipts_in_worker, fields)
+            return await self._pool.call(_build_receipts_in_worker, list(fields))
         if len(fields) > RECEIPTS_THREAD_AT:
             return await asyncio.to_thread(build_receipts, fields, self.cleaner.keys)
         return build_receipts(fields, self.cleaner.keys)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from typing import Any
+
+from hub.context import HubContext
 
 log = logging.getLogger("hub.cleanup.pressure")
 
@@ -22,7 +23,7 @@ RETRY_AFTER_SECONDS = 60
 
 
 class Pressure:
-    def __init__(self, hub: Any) -> None:
+    def __init__(self, hub: HubContext) -> None:
         self.hub = hub
         self.reason: str | None = None
         self.retry_after = RETRY_AFTER_SECONDS

@@ -46,7 +46,7 @@ class RefusalAudit:
         self._held: dict[tuple[str, str], _Held] = {}
         self._timer: asyncio.TimerHandle | None = None
 
-    def record(self, organ: str, origin: str, exc: HubError) -> None:
+    def record(self, organ: str, origin: str, exc: HubError, **extra: Any) -> None:
         now = self.hub.clock()
         if self._started is None or now >= self._started + self.window:
             self.flush()
@@ -55,8 +55,8 @@ class RefusalAudit:
         seen = self._seen[key] = self._seen.get(key, 0) + 1
         message = exc.message[:500]
         if seen <= self.burst:
-            self._write(lambda tx: tx.event("refused", organ=organ, code=exc.code,
-                                            message=message, origin=origin))
+            self._write("refused", organ=organ, code=exc.code, message=message, origin=origin,
+                        **extra)
             return
         held = self._held.setdefault(key, _Held(origin))
         held.count += 1
@@ -65,7 +65,7 @@ class RefusalAudit:
             wait = max(0.0, self._started + self.window - now)
             self._timer = asyncio.get_running_loop().call_later(wait, self.flush)
 
-    def flush(self) -> None:
+    def flush(self) -> "list[asyncio.Future[Any]]":
         """Write the window's summaries (if any) and start afresh."""
         if self._timer is not None:
             self._timer.cancel()
@@ -73,27 +73,30 @@ class RefusalAudit:
         held, self._held, self._seen = self._held, {}, {}
         since = self._started
         self._started = None
-        if not held:
-            return
         until = self.hub.clock()
-        entries = [(organ, code, h) for (organ, code), h in held.items()]
-
-        def write(tx: Any) -> None:
-            for organ, code, h in entries:
-                tx.event("refused_summary", organ=organ, code=code, count=h.count,
-                         origin=h.origin, message=h.message, since=since, until=until,
-                         window=self.window)
-        for organ, code, h in entries:
+        written = []
+        for (organ, code), h in held.items():
             log.warning("refused %d more %s from %s in %gs (summarised in the audit log)",
                         h.count, code, organ, self.window)
-        self._write(write)
+            fut = self._write("refused_summary", organ=organ, code=code, count=h.count,
+                              origin=h.origin, message=h.message, since=since, until=until,
+                              window=self.window)
+            if fut is not None:
+                written.append(fut)
+        return written
 
     async def close(self) -> None:
-        self.flush()
+        """At the hub's stop: the open window's summaries, committed before the last checkpoint."""
+        for fut in self.flush():
+            try:
+                await fut
+            except Exception:  # logged by the spool
+                pass
 
-    def _write(self, op: Any) -> None:
+    def _write(self, kind: str, **fields: Any) -> "asyncio.Future[Any] | None":
         try:
-            fut = self.hub.spool.write(op)
+            fut = self.hub.spool.record_event(kind, **fields)
         except HubError:
-            return
+            return None
         fut.add_done_callback(lambda f: f.exception())  # logged by the spool if it fails
+        return fut

@@ -30,11 +30,12 @@ or ``BROKEN at entry #ID: reason`` (exit 1); 2 when it could not check.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
-import sqlite3
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -45,12 +46,12 @@ from typing import Any
 
 from cryptography import x509
 
-from hub.audit.auditor import PAGE, ChainVerifier, VerifyReport
+from hub.audit.auditor import ChainVerifier, VerifyReport, verify_spool
 from hub.cli.main import _directory, command, http_call, hub_url, staff_token
 from hub.config import Settings
 from hub.errors import HubError
 from hub.textsafe import safe_json, say
-from spool.sqlite.tx import _EVENT_COLUMNS
+from spool import open_spool
 
 FORMAT = "lienthong-audit/1"
 
@@ -201,25 +202,19 @@ def _file_events(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _verify_db(settings: Settings, certs: list[x509.Certificate]) -> VerifyReport:
-    db = settings.data_path / "spool.db"
-    if not db.exists():
-        raise HubError(f"no spool database at {db}", code="no_database")
-    conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
+    """Verify the spool's log offline, through the backend, opened read-only."""
+    async def run() -> VerifyReport:
+        spool = open_spool(settings, time.time)
+        try:
+            await spool.open(read_only=True)
+        except HubError as exc:
+            raise HubError(exc.message, code="no_database") from None
+        try:
+            return await verify_spool(spool, certs)
+        finally:
+            await spool.close()
     try:
-        conn.execute("BEGIN")  # one snapshot for checkpoints and entries alike
-        checkpoints = [dict(r) for r in conn.execute("SELECT * FROM checkpoints ORDER BY id")]
-        verifier = ChainVerifier(checkpoints, certs)
-        after = 0
-        while not verifier.done:
-            rows = [dict(r) for r in conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id > ? "
-                                                  f"ORDER BY id LIMIT ?", (after, PAGE))]
-            if not rows:
-                break
-            verifier.feed(rows)
-            after = rows[-1]["id"]
-    except sqlite3.Error as exc:
-        raise HubError(f"cannot read {db}: {exc}", code="no_database") from None
-    finally:
-        conn.close()
-    return verifier.finish()
+        return asyncio.run(run())
+    except OSError as exc:
+        raise HubError(f"cannot read the spool under {settings.data_path}: {exc}",
+                       code="no_database") from None

@@ -35,7 +35,7 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
               f"`lienthong receipts verify FILE --cert {keys_dir / 'hub.pem'}`)")
         return 0
     if settings.hub_key_file or settings.hub_pkcs12_file:
-        from hub.context import load_crypto
+        from hub.crypto.setup import load_crypto
         keys, _trust = load_crypto(settings, directory)
     else:
         keys = load_hub_keys(keys_dir / "hub.key", keys_dir / "hub.pem")

@@ -222,7 +222,7 @@ def staff_token(settings: Settings, role: str, lifetime: float = 600) -> str:
 
 
 def _directory(settings: Settings):  # type: ignore[no-untyped-def]
-    from hub.context import load_directory
+    from hub.directory import load_directory
     return load_directory(settings)
 
 

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -42,9 +43,10 @@ from hub.private import FILE_MODE, private_dir, private_file, tighten
 from spool.sqlite.migrations import migrate
 from spool.payloads import PayloadStore, SpooledBody
 from spool.records import Event, NewEnvelope, StoreResult
-from spool.sqlite.tx import (_EVENT_COLUMNS, GENESIS_HASH, Tx, row_to_event,
-                             transition)
+from spool.base import (DeliveryRow, EnvelopeRow, InboxRow, Spool, Stats, StatusRow)
+from spool.sqlite.log import LogMixin
 from spool.sqlite.queue import QueueMixin
+from spool.sqlite.tx import EVENT_COLUMNS, Chain, Tx, row_to_event, transition
 from spool.states import State
 
 log = logging.getLogger("hub.spool")
@@ -66,12 +68,12 @@ class _Op:
 CHECKPOINT_SECONDS = 0.25
 
 
-class SqliteSpool(QueueMixin):
+class SqliteSpool(QueueMixin, LogMixin, Spool):
     backend = "sqlite"
 
     def __init__(self, data_dir: Path, *, inline_limit: int = 65536,
                  commit_max_wait: float = 0.002, commit_max_batch: int = 256,
-                 maximal_lifetime: float = 5 * 86400,
+                 maximal_lifetime: float = 5 * 86400, node_id: str = "",
                  clock: Callable[[], float] = time.time) -> None:
         self.data_dir = Path(data_dir)
         self.db_path = self.data_dir / "spool.db"
@@ -81,6 +83,7 @@ class SqliteSpool(QueueMixin):
         self.commit_max_batch = commit_max_batch
         self.maximal_lifetime = maximal_lifetime
         self.clock = clock
+        self.node_id = node_id or f"{socket.gethostname()}:{self.data_dir.resolve()}"
         self._w: aiosqlite.Connection | None = None
         self._r: aiosqlite.Connection | None = None
         self._ck: aiosqlite.Connection | None = None
@@ -88,8 +91,6 @@ class SqliteSpool(QueueMixin):
         self._queue: asyncio.Queue[_Op | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self._expecting = 0
-        self._last_event_id = 0  # the writer's chain head (may be ahead of COMMIT)
-        self._last_hash = GENESIS_HASH
         self._committed_event_id = 0  # what readers can see
         self._new_event = asyncio.Event()
         self._listeners: list[Callable[[list[Event]], None]] = []
@@ -98,7 +99,16 @@ class SqliteSpool(QueueMixin):
 
     # -- life cycle --------------------------------------------------------
 
-    async def open(self) -> None:
+    async def open(self, *, read_only: bool = False) -> None:
+        """Open for the hub; ``read_only`` opens only a reader, for offline
+        tools (``lienthong audit verify --db``): nothing is created or migrated."""
+        if read_only:
+            if not self.db_path.exists():
+                raise NotFoundError(f"no spool database at {self.db_path}")
+            self._r = await aiosqlite.connect(f"{self.db_path.resolve().as_uri()}?mode=ro",
+                                              uri=True, isolation_level=None)
+            self._r.row_factory = sqlite3.Row
+            return
         private_dir(self.data_dir)
         # -wal and -shm take the database file's mode: make it private before SQLite does.
         private_file(self.db_path)
@@ -113,10 +123,8 @@ class SqliteSpool(QueueMixin):
         self._r.row_factory = sqlite3.Row
         await self._r.execute("PRAGMA busy_timeout=10000")
         await self._r.execute("PRAGMA query_only=ON")
-        row = await self._one("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1")
-        if row is not None:
-            self._last_event_id, self._last_hash = row["id"], row["hash"]
-            self._committed_event_id = row["id"]
+        row = await self._one("SELECT MAX(id) AS id FROM events")
+        self._committed_event_id = row["id"] or 0 if row is not None else 0
         # Checkpoints off the writer's path: SQLite's automatic checkpoint runs
         # inside the COMMIT that crosses the threshold, and on a large spool
         # it writes pages all over the database file while every accept in
@@ -236,20 +244,20 @@ class SqliteSpool(QueueMixin):
 
     def _run_batch(self, conn: sqlite3.Connection, fns: Sequence[WriteFn]) -> list[tuple[bool, Any, list[Event]]]:
         now = self.clock()
-        chain_start = (self._last_event_id, self._last_hash)
         results: list[tuple[bool, Any, list[Event]]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
+            chain = Chain(conn)
             for fn in fns:
-                saved = (self._last_event_id, self._last_hash)
+                saved = (chain.id, chain.hash)
                 conn.execute("SAVEPOINT op")
-                tx = Tx(conn, now, self)
+                tx = Tx(conn, now, chain)
                 try:
                     value = fn(tx)
                 except Exception as exc:
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
-                    self._last_event_id, self._last_hash = saved
+                    chain.id, chain.hash = saved
                     if not isinstance(exc, HubError):
                         log.exception("spool operation failed")
                         exc = SpoolError(f"spool operation failed: {exc}")
@@ -261,7 +269,6 @@ class SqliteSpool(QueueMixin):
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            self._last_event_id, self._last_hash = chain_start
             raise
         return results
 
@@ -313,6 +320,24 @@ class SqliteSpool(QueueMixin):
         """Guarded state change; False when the delivery was not in ``expected``."""
         return await self.write(lambda tx: transition(tx, delivery_id, expected, new, **fields))
 
+    def record_event(self, kind: str, *, message_id: str | None = None,
+                     organ: str | None = None, **detail: Any) -> "asyncio.Future[Event]":
+        return self.write(lambda tx: tx.event(kind, message_id=message_id, organ=organ, **detail))
+
+    async def backup(self, dest: Path) -> None:
+        """A consistent copy of the database (SQLite's online backup) as ``dest/spool.db``."""
+        dest.mkdir(parents=True, exist_ok=True)
+
+        def copy(conn: sqlite3.Connection) -> None:
+            target = sqlite3.connect(dest / "spool.db")
+            try:
+                conn.backup(target)
+            finally:
+                target.close()
+        conn = self._r
+        assert conn is not None
+        await conn._execute(copy, conn._conn)
+
     async def ack(self, organ: str, message_id: str) -> str:
         """The mailbox owner confirms it has the document: ``delivered``."""
         return await self.write(lambda tx: _ack(tx, organ, message_id))
@@ -338,29 +363,38 @@ class SqliteSpool(QueueMixin):
         assert conn is not None
         return await conn._execute(_fetch, conn._conn, sql, params, False)
 
-    async def envelope(self, message_id: str) -> dict[str, Any] | None:
+    async def envelope(self, message_id: str) -> EnvelopeRow | None:
         row = await self._one("SELECT * FROM envelopes WHERE id = ?", (message_id,))
         return _envelope_dict(row) if row is not None else None
 
-    async def find_document(self, sender: str, document_id: str) -> dict[str, Any] | None:
+    async def find_document(self, sender: str, document_id: str) -> EnvelopeRow | None:
         row = await self._one("SELECT * FROM envelopes WHERE sender = ? AND dedup_key = ? "
                               "AND kind = 'edoc'", (sender, document_id))
         return _envelope_dict(row) if row is not None else None
 
-    async def deliveries(self, message_id: str) -> list[dict[str, Any]]:
+    async def find_by_document_id(self, document_id: str) -> list[EnvelopeRow]:
+        rows = await self._all("SELECT * FROM envelopes WHERE document_id = ? AND kind = 'edoc' "
+                               "ORDER BY received_at", (document_id,))
+        return [_envelope_dict(r) for r in rows]
+
+    async def deliveries(self, message_id: str) -> list[DeliveryRow]:
         rows = await self._all("SELECT * FROM deliveries WHERE envelope_id = ? ORDER BY id",
                                (message_id,))
-        return [dict(r) for r in rows]
+        return [DeliveryRow(**r) for r in rows]  # type: ignore[typeddict-item]
 
-    async def delivery(self, delivery_id: int) -> dict[str, Any] | None:
+    async def delivery(self, delivery_id: int) -> DeliveryRow | None:
         row = await self._one("SELECT * FROM deliveries WHERE id = ?", (delivery_id,))
-        return dict(row) if row is not None else None
+        return DeliveryRow(**row) if row is not None else None  # type: ignore[typeddict-item]
 
-    async def statuses(self, message_id: str) -> list[dict[str, Any]]:
+    async def has_delivery(self, message_id: str, organ: str) -> bool:
+        return await self._one("SELECT 1 FROM deliveries WHERE envelope_id = ? AND recipient = ?",
+                               (message_id, organ)) is not None
+
+    async def statuses(self, message_id: str) -> list[StatusRow]:
         rows = await self._all("SELECT organ, status_code, description, timestamp, "
                                "status_envelope_id, received_at FROM statuses "
                                "WHERE envelope_id = ? ORDER BY id", (message_id,))
-        return [dict(r) for r in rows]
+        return [StatusRow(**r) for r in rows]  # type: ignore[typeddict-item]
 
     async def payload(self, sha256: str, *, path_over: int | None = None) -> bytes | Path:
         """The payload's bytes; with ``path_over``, the file's path instead when
@@ -376,7 +410,7 @@ class SqliteSpool(QueueMixin):
             return self.payloads.root / row["path"]
         return await asyncio.to_thread(self.payloads.get, row["path"])
 
-    async def inbox(self, organ: str, *, after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+    async def inbox(self, organ: str, *, after: int = 0, limit: int = 100) -> list[InboxRow]:
         """What waits in ``organ``'s mailbox, in commit order.
 
         Paged on the delivery id, which the single writer assigns in commit
@@ -389,15 +423,15 @@ class SqliteSpool(QueueMixin):
             "FROM deliveries d JOIN envelopes e ON e.id = d.envelope_id "
             "WHERE d.recipient = ? AND d.route = 'mailbox' AND d.state = 'queued' "
             "AND d.id > ? ORDER BY d.id LIMIT ?", (organ, after, limit))
-        return [dict(r) for r in rows]
+        return [InboxRow(**r) for r in rows]  # type: ignore[typeddict-item]
 
-    async def inbox_item(self, organ: str, message_id: str) -> dict[str, Any] | None:
+    async def inbox_item(self, organ: str, message_id: str) -> DeliveryRow | None:
         row = await self._one(
             "SELECT d.*, e.sha256, e.kind, e.sender FROM deliveries d "
             "JOIN envelopes e ON e.id = d.envelope_id "
             "WHERE d.envelope_id = ? AND d.recipient = ? AND d.route = 'mailbox'",
             (message_id, organ))
-        return dict(row) if row is not None else None
+        return DeliveryRow(**row) if row is not None else None  # type: ignore[typeddict-item]
 
     async def events(self, after: int = 0, limit: int = 500, *, organ: str | None = None,
                      message_id: str | None = None, kinds: Sequence[str] = (),
@@ -415,11 +449,11 @@ class SqliteSpool(QueueMixin):
         if kinds:
             where.append(f"kind IN ({','.join('?' * len(kinds))})")
             params.extend(kinds)
-        rows = await self._all(f"SELECT {_EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} "
+        rows = await self._all(f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} "
                                f"ORDER BY id LIMIT ?", (*params, limit))
         return [row_to_event(r) for r in rows]
 
-    async def stats(self) -> dict[str, Any]:
+    async def stats(self) -> Stats:
         """Counts for metrics and readiness: deliveries by state and route, the oldest queued."""
         rows = await self._all("SELECT state, route, COUNT(*) AS n FROM deliveries "
                                "GROUP BY state, route")
@@ -433,9 +467,9 @@ class SqliteSpool(QueueMixin):
                 "payload_bytes": await self.payload_bytes()}
 
     async def payload_bytes(self) -> int:
-        """Bytes of payload the spool holds (backpressure reads only this)."""
-        row = await self._one("SELECT COALESCE(SUM(size), 0) AS n FROM payloads "
-                              "WHERE data IS NOT NULL OR path IS NOT NULL")
+        """Bytes of payload the spool holds (backpressure reads only this): the
+        total the triggers of migration 4 keep, not a sum over every payload row."""
+        row = await self._one("SELECT payload_bytes AS n FROM spool_totals WHERE id = 1")
         return row["n"] if row else 0
 
     async def ping(self) -> None:
@@ -450,10 +484,10 @@ def _fetch(conn: sqlite3.Connection, sql: str, params: Sequence[Any], one: bool)
         cur.close()
 
 
-def _envelope_dict(row: sqlite3.Row) -> dict[str, Any]:
+def _envelope_dict(row: sqlite3.Row) -> EnvelopeRow:
     d = dict(row)
     d["signature"] = json.loads(d["signature"])
-    return d
+    return EnvelopeRow(**d)  # type: ignore[typeddict-item]
 
 
 # -- write operations (run in the database thread, inside a SAVEPOINT) ---------

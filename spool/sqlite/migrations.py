@@ -141,6 +141,13 @@ MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
         "WHEN OLD.data IS NOT NULL OR OLD.path IS NOT NULL BEGIN "
         "UPDATE spool_totals SET payload_bytes = payload_bytes - OLD.size WHERE id = 1; END",
     ),
+    # 5: leases with an owner and a deadline, so an expired lease is reclaimed
+    # while the hub runs and a node never takes back another node's live one.
+    """
+    ALTER TABLE deliveries ADD COLUMN lease_owner TEXT;
+    ALTER TABLE deliveries ADD COLUMN lease_until REAL;
+    CREATE INDEX deliveries_lease ON deliveries(state, lease_until);
+    """,
 )
 
 

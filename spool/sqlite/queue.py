@@ -8,24 +8,31 @@ retention.  Kept apart from ``spool.sqlite`` so each file stays readable.
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
+from spool.base import DeliveryRow
 from spool.sqlite.tx import Tx, transition
-from spool.states import State
+from spool.states import OPERATOR_MOVES, State
 
 log = logging.getLogger("hub.spool")
 
 _DUE_COLUMNS = ("d.id, d.envelope_id, d.recipient, d.route, d.state, d.attempts, d.crashes, "
-                "d.next_attempt_at, d.expires_at, d.created_at, d.last_error, "
+                "d.next_attempt_at, d.expires_at, d.created_at, d.last_error, d.lease_owner, d.lease_until, "
                 "e.sha256, e.kind, e.sender, e.document_id")
+
+
+def _rows(rows: list[Any]) -> list[DeliveryRow]:
+    return [DeliveryRow(**r) for r in rows]  # type: ignore[typeddict-item]
 
 
 class QueueMixin:
     # provided by SqliteSpool
+    node_id: str
+    clock: Callable[[], float]
     async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
-    def write(self, fn: Any) -> Any: ...
+    def write(self, fn: Callable[[Tx], Any], *, announced: bool = False) -> Awaitable[Any]: ...
 
-    async def due(self, now: float, routes: Sequence[str], limit: int) -> list[dict[str, Any]]:
+    async def due(self, now: float, routes: Sequence[str], limit: int) -> list[DeliveryRow]:
         """Deliveries ready for an attempt on ``routes``, oldest promise first."""
         if not routes or limit <= 0:
             return []
@@ -35,15 +42,15 @@ class QueueMixin:
             f"WHERE d.state IN ('queued', 'deferred') AND d.next_attempt_at <= ? "
             f"AND d.route IN ({marks}) ORDER BY d.next_attempt_at, d.id LIMIT ?",
             (now, *routes, limit))
-        return [dict(r) for r in rows]
+        return _rows(rows)
 
-    async def expired(self, now: float, limit: int = 500) -> list[dict[str, Any]]:
+    async def expired(self, now: float, limit: int = 500) -> list[DeliveryRow]:
         """Deliveries still waiting after their lifetime (held ones never expire)."""
         rows = await self._all(
             f"SELECT {_DUE_COLUMNS} FROM deliveries d JOIN envelopes e ON e.id = d.envelope_id "
             f"WHERE d.state IN ('queued', 'deferred') AND d.expires_at <= ? "
             f"ORDER BY d.expires_at LIMIT ?", (now, limit))
-        return [dict(r) for r in rows]
+        return _rows(rows)
 
     async def next_due_at(self, routes: Sequence[str]) -> float | None:
         if not routes:
@@ -53,9 +60,23 @@ class QueueMixin:
             f"AND route IN ({','.join('?' * len(routes))})", tuple(routes))
         return rows[0]["t"] if rows else None
 
-    async def lease(self, ids: Sequence[int]) -> list[int]:
-        """Move due deliveries to ``active`` in one transaction; returns those leased."""
-        return await self.write(lambda tx: _lease(tx, ids))
+    async def lease(self, ids: Sequence[int], until: float) -> list[int]:
+        """Move due deliveries to ``active`` in one transaction, leased to this
+        node until ``until``; returns those leased."""
+        return await self.write(lambda tx: _lease(tx, ids, self.node_id, until))
+
+    async def extend_leases(self, ids: Sequence[int], until: float) -> int:
+        """Renew this node's leases of attempts still running."""
+        def op(tx: Tx) -> int:
+            return sum(tx.conn.execute(
+                "UPDATE deliveries SET lease_until = ? WHERE id = ? AND state = 'active' "
+                "AND lease_owner = ?", (until, i, self.node_id)).rowcount for i in ids)
+        return await self.write(op) if ids else 0
+
+    async def reclaim_expired(self, now: float, crash_limit: int) -> tuple[int, int]:
+        return await self.write(lambda tx: _recover(
+            tx, crash_limit, "lease_until < ?", (now,),
+            "its lease expired (the node attempting it died or could not record the outcome)"))
 
     async def operator_action(self, target: str, action: str, reason: str,
                               by: str) -> tuple[bool, list[dict[str, Any]]]:
@@ -68,18 +89,23 @@ class QueueMixin:
         return await self.write(op)
 
     async def recover(self, crash_limit: int) -> tuple[int, int]:
-        """After an unclean stop: ``active`` rows go back to the queue, and a row
-        that was active during ``crash_limit`` crashes goes to ``corrupt``."""
-        return await self.write(lambda tx: _recover(tx, crash_limit))
+        """After an unclean stop: this node's ``active`` rows, and any node's
+        whose lease expired, go back to the queue; a row that was active during
+        ``crash_limit`` crashes goes to ``corrupt``.  A live lease of another
+        node is left alone."""
+        now = self.clock()
+        return await self.write(lambda tx: _recover(
+            tx, crash_limit, "(lease_owner = ? OR lease_owner IS NULL OR lease_until < ?)",
+            (self.node_id, now), "recovered after an unclean stop"))
 
     async def requeue_active(self, reason: str) -> int:
-        """Clean shutdown: hand back leases without counting a crash."""
-        return await self.write(lambda tx: _requeue(tx, reason))
+        """Clean shutdown: hand back this node's leases without counting a crash."""
+        return await self.write(lambda tx: _requeue(tx, reason, self.node_id))
 
     async def queue(self, *, states: Sequence[str] = (), route: str | None = None,
                     organ: str | None = None, older_than: float | None = None,
                     message_id: str | None = None, after: int = 0,
-                    limit: int = 100) -> list[dict[str, Any]]:
+                    limit: int = 100) -> list[DeliveryRow]:
         """The operator's view (``mailq``): one row per delivery, filters optional."""
         where, params = ["d.id > ?"], [after]
         if states:
@@ -101,7 +127,7 @@ class QueueMixin:
             f"SELECT {_DUE_COLUMNS}, d.updated_at, e.size, e.subject, e.received_at "
             f"FROM deliveries d JOIN envelopes e ON e.id = d.envelope_id "
             f"WHERE {' AND '.join(where)} ORDER BY d.id LIMIT ?", (*params, limit))
-        return [dict(r) for r in rows]
+        return _rows(rows)
 
     async def payload_paths(self) -> set[str]:
         """Every payload file a row references (housekeeping's sweep keeps these)."""
@@ -115,8 +141,10 @@ class QueueMixin:
         return await self.write(lambda tx: _retire(tx, before))
 
 
-def _recover(tx: Tx, crash_limit: int) -> tuple[int, int]:
-    rows = tx.conn.execute("SELECT id, crashes FROM deliveries WHERE state = 'active'").fetchall()
+def _recover(tx: Tx, crash_limit: int, where: str, params: Sequence[Any],
+             why: str) -> tuple[int, int]:
+    rows = tx.conn.execute(f"SELECT id, crashes FROM deliveries WHERE state = 'active' AND {where}",
+                           params).fetchall()
     requeued = corrupted = 0
     for delivery_id, crashes in rows:
         if crashes + 1 >= crash_limit:
@@ -125,13 +153,14 @@ def _recover(tx: Tx, crash_limit: int) -> tuple[int, int]:
             corrupted += 1
         else:
             transition(tx, delivery_id, (State.ACTIVE,), State.QUEUED, crashes=crashes + 1,
-                       next_attempt_at=tx.now, reason="recovered after an unclean stop")
+                       next_attempt_at=tx.now, reason=why)
             requeued += 1
     return requeued, corrupted
 
 
-def _requeue(tx: Tx, reason: str) -> int:
-    ids = [r[0] for r in tx.conn.execute("SELECT id FROM deliveries WHERE state = 'active'")]
+def _requeue(tx: Tx, reason: str, owner: str) -> int:
+    ids = [r[0] for r in tx.conn.execute("SELECT id FROM deliveries WHERE state = 'active' "
+                                         "AND lease_owner = ?", (owner,))]
     for delivery_id in ids:
         transition(tx, delivery_id, (State.ACTIVE,), State.QUEUED, next_attempt_at=tx.now,
                    reason=reason)
@@ -155,21 +184,13 @@ def _retire(tx: Tx, before: float) -> list[str]:
     return paths
 
 
-def _lease(tx: Tx, ids: Sequence[int]) -> list[int]:
+def _lease(tx: Tx, ids: Sequence[int], owner: str, until: float) -> list[int]:
     leased = []
     for delivery_id in ids:
-        if transition(tx, delivery_id, (State.QUEUED, State.DEFERRED), State.ACTIVE, attempts_inc=1):
+        if transition(tx, delivery_id, (State.QUEUED, State.DEFERRED), State.ACTIVE, attempts_inc=1,
+                      lease_owner=owner, lease_until=until):
             leased.append(delivery_id)
     return leased
-
-
-#: What each operator action may move, and where to.
-OPERATOR_MOVES: dict[str, tuple[tuple[State, ...], State]] = {
-    "hold": ((State.QUEUED, State.DEFERRED), State.HOLD),
-    "release": ((State.HOLD,), State.QUEUED),
-    "retry": ((State.QUEUED, State.DEFERRED), State.QUEUED),
-    "drop": ((State.QUEUED, State.DEFERRED, State.HOLD), State.FAILED),
-}
 
 
 def _operator(tx: Tx, target: str, action: str, reason: str, by: str) -> list[dict[str, Any]]:
@@ -188,7 +209,9 @@ def _operator(tx: Tx, target: str, action: str, reason: str, by: str) -> list[di
             fields["next_attempt_at"] = tx.now
         if new is State.FAILED:
             fields["last_error"] = f"dropped by {by}: {reason}"
-        if transition(tx, delivery_id, expected, new, reason=note, **fields):
+        notice = ({"notify": True, "notice": f"dropped by an operator: {reason}"}
+                  if action == "drop" else None)
+        if transition(tx, delivery_id, expected, new, reason=note, note=notice, **fields):
             changed.append({"delivery_id": delivery_id, "message_id": message_id,
                             "recipient": recipient, "from": state, "state": new.value})
     if rows:

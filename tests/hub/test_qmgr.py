@@ -16,7 +16,7 @@ from adapters.stub import StubAdapter
 from hub.cleanup import accept as cleanup
 from hub.edxml import samples
 from hub.auth import Identity
-from hub.context import open_hub
+from hub.node import open_hub
 from hub.qmgr import backoff
 from support import MAU_A, SO_NOIVU, VP_UBND
 
@@ -48,19 +48,16 @@ async def send(hub, n: int, recipients=(SO_NOIVU,), sender=MAU_A):
 async def run(hub):
     started = await hub.qmgr.scan()
     await hub.qmgr.drain()
+    await hub.notices.catch_up()  # failure notices follow the event log
     return started
 
 
-def delivery(hub, message_id, recipient=SO_NOIVU):
-    conn = sqlite3.connect(hub.spool.db_path)
-    conn.row_factory = sqlite3.Row
-    row = conn.execute("SELECT * FROM deliveries WHERE envelope_id = ? AND recipient = ?",
-                       (message_id, recipient)).fetchone()
-    conn.close()
-    return dict(row)
+async def delivery(hub, message_id, recipient=SO_NOIVU):
+    return next(d for d in await hub.spool.deliveries(message_id) if d["recipient"] == recipient)
 
 
 async def inbox_statuses(hub, organ):
+    await hub.notices.catch_up()
     return [i for i in await hub.spool.inbox(organ) if i["kind"] == "status"]
 
 
@@ -78,7 +75,7 @@ def test_backoff_grows_exponentially_within_bounds():
 async def test_delivered_on_first_attempt(qhub, stub):
     res = await send(qhub, 1)
     assert await run(qhub) == 1
-    d = delivery(qhub, res.id)
+    d = await delivery(qhub, res.id)
     assert (d["state"], d["attempts"]) == ("delivered", 1)
     assert stub.delivered[0].raw == await qhub.spool.payload(
         (await qhub.spool.envelope(res.id))["sha256"])
@@ -95,7 +92,7 @@ async def test_deferred_retries_with_backoff_until_delivered(qhub, stub, clock):
     stub.fail_times = 2
     res = await send(qhub, 3)
     await run(qhub)
-    d = delivery(qhub, res.id)
+    d = await delivery(qhub, res.id)
     assert (d["state"], d["attempts"]) == ("deferred", 1)
     assert d["next_attempt_at"] == pytest.approx(clock.now + 60)
     assert "stub failure 1" in d["last_error"]
@@ -104,12 +101,12 @@ async def test_deferred_retries_with_backoff_until_delivered(qhub, stub, clock):
     assert await run(qhub) == 0
     clock.advance(1)
     assert await run(qhub) == 1
-    d = delivery(qhub, res.id)
+    d = await delivery(qhub, res.id)
     assert d["state"] == "deferred" and d["attempts"] == 2
     assert clock.now + 60 <= d["next_attempt_at"] <= clock.now + 120
     clock.advance(120)
     await run(qhub)
-    d = delivery(qhub, res.id)
+    d = await delivery(qhub, res.id)
     assert (d["state"], d["attempts"], d["last_error"]) == ("delivered", 3, None)
 
 
@@ -117,7 +114,7 @@ async def test_permanent_refusal_fails_at_once_and_tells_the_sender(qhub, stub):
     stub.refuse = True
     res = await send(qhub, 4)
     await run(qhub)
-    d = delivery(qhub, res.id)
+    d = await delivery(qhub, res.id)
     assert d["state"] == "failed" and "stub told to refuse" in d["last_error"]
     assert d["business_status"] == "02"
     notices = await inbox_statuses(qhub, MAU_A)
@@ -135,7 +132,7 @@ async def test_lifetime_expiry_fails_and_notifies(qhub, stub, clock):
     await run(qhub)
     clock.advance(86400 + 1)
     assert await qhub.qmgr.expire() == 1
-    d = delivery(qhub, res.id)
+    d = await delivery(qhub, res.id)
     assert d["state"] == "failed" and "maximal_lifetime" in d["last_error"]
     assert "stub failure" in d["last_error"]
     notices = await inbox_statuses(qhub, MAU_A)
@@ -146,7 +143,7 @@ async def test_unfetched_mailbox_document_expires(qhub, clock):
     res = await send(qhub, 6, recipients=(VP_UBND,))
     clock.advance(86400 + 1)
     await qhub.qmgr.expire()
-    d = delivery(qhub, res.id, VP_UBND)
+    d = await delivery(qhub, res.id, VP_UBND)
     assert d["state"] == "failed" and "never fetched" in d["last_error"]
     assert [n["status_code"] for n in await inbox_statuses(qhub, MAU_A)] == ["02"]
 
@@ -182,7 +179,7 @@ async def test_concurrency_limits(qhub, stub, clock):
 
 
 async def test_global_limit_across_routes(queue_settings, clock):
-    slow = {name: StubAdapter(name, {"delay": 0.2}) for name in ("provincial", "peer.lucyen")}
+    slow = {name: StubAdapter(name, {"delay": "0.2s"}) for name in ("provincial", "peer.lucyen")}
     async with open_hub(queue_settings, clock=clock, run_queue=True, queue_auto=False,
                         adapters={"mailbox": MailboxAdapter("mailbox", {}), **slow}) as hub:
         for n in range(4):
@@ -208,7 +205,7 @@ async def test_crash_recovery_requeues_then_quarantines(queue_settings, clock, c
         with caplog.at_level(logging.WARNING, logger="hub.qmgr"):
             async with open_hub(queue_settings, clock=clock, run_queue=True, queue_auto=False,
                                 adapters=adapters()) as hub:
-                d = delivery(hub, res.id)
+                d = await delivery(hub, res.id)
                 events = await hub.spool.events(0, 1000, message_id=res.id, kinds=["state"])
         # Then: it is queued again twice, and the third time quarantined
         assert d["crashes"] == crash
@@ -221,15 +218,15 @@ async def test_crash_recovery_requeues_then_quarantines(queue_settings, clock, c
 
 
 async def test_clean_stop_hands_back_active_deliveries(queue_settings, clock):
-    slow = StubAdapter("provincial", {"delay": 5})
+    slow = StubAdapter("provincial", {"delay": "5s"})
     async with open_hub(queue_settings, clock=clock, run_queue=True, queue_auto=False,
                         adapters={"mailbox": MailboxAdapter("mailbox", {}), "provincial": slow}) as hub:
         res = await send(hub, 8)
         await hub.qmgr.scan()
-        assert delivery(hub, res.id)["state"] == "active"
+        assert (await delivery(hub, res.id))["state"] == "active"
         await hub.qmgr.stop(grace=0.1)
         hub.qmgr = None
-        d = delivery(hub, res.id)
+        d = await delivery(hub, res.id)
     assert (d["state"], d["crashes"]) == ("queued", 0)
 
 
@@ -239,14 +236,14 @@ async def test_restart_loses_no_pending_retry(queue_settings, clock):
                         adapters={"mailbox": MailboxAdapter("mailbox", {}), "provincial": stub}) as hub:
         res = await send(hub, 9)
         await run(hub)
-        due = delivery(hub, res.id)["next_attempt_at"]
+        due = (await delivery(hub, res.id))["next_attempt_at"]
     clock.advance(61)
     stub2 = StubAdapter("provincial", {})
     async with open_hub(queue_settings, clock=clock, run_queue=True, queue_auto=False,
                         adapters={"mailbox": MailboxAdapter("mailbox", {}), "provincial": stub2}) as hub:
         assert due <= clock.now
         await run(hub)
-        assert delivery(hub, res.id)["state"] == "delivered"
+        assert (await delivery(hub, res.id))["state"] == "delivered"
         assert len(stub2.delivered) == 1
 
 
@@ -257,10 +254,10 @@ async def test_the_live_loop_delivers_without_help(queue_settings):
                         adapters={"mailbox": MailboxAdapter("mailbox", {}), "provincial": stub}) as hub:
         res = await send(hub, 10)
         for _ in range(100):
-            if delivery(hub, res.id)["state"] == "delivered":
+            if (await delivery(hub, res.id))["state"] == "delivered":
                 break
             await asyncio.sleep(0.02)
-        assert delivery(hub, res.id)["state"] == "delivered"
+        assert (await delivery(hub, res.id))["state"] == "delivered"
         assert hub.qmgr.scheduler is not None and hub.qmgr.scheduler.running
 
 

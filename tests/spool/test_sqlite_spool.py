@@ -8,10 +8,11 @@ import sqlite3
 import pytest
 
 from hub.errors import ConflictError, NotFoundError, ValidationError
-from spool import NewDelivery, NewEnvelope, SqliteSpool, State
+from spool import NewDelivery, NewEnvelope, State
+from spool.sqlite.backend import SqliteSpool
 from spool.ids import new_message_id
 from spool.sqlite.migrations import MIGRATIONS
-from spool.sqlite.tx import GENESIS_HASH, event_hash
+from spool.chain import GENESIS_HASH, event_hash
 
 
 def envelope(raw: bytes, doc: str = "D1", recipients=("R1",), sender: str = "S") -> NewEnvelope:

@@ -3,7 +3,7 @@ nothing in it is missing from the app."""
 from __future__ import annotations
 
 from hub.api.app import ROUTE_MODULES
-from spool.sqlite.queue import OPERATOR_MOVES
+from spool.states import OPERATOR_MOVES
 
 
 async def test_openapi_matches_the_routes(client):

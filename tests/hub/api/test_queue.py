@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from hub.edxml import samples
-from support import AN_BINH, HUB_ID, MAU_A, REPO, SO_NOIVU, VP_UBND, submit
+from support import AN_BINH, HUB_ID, MAU_A, REPO, SO_NOIVU, VP_UBND, submit, eventually
 
 XML = {"Content-Type": "application/xml"}
 
@@ -83,7 +83,10 @@ async def test_hold_release_retry_drop(client, auth):
     dep = next(d for d in view["deliveries"] if d["recipient"] == SO_NOIVU)
     assert dep["state"] == "failed" and "sent by mistake" in dep["last_error"]
     # the sender is told, with an edXML status 02 from the hub
-    inbox = await (await client.get("/v1/inbox", headers=auth(MAU_A))).json()
+    async def notices():
+        inbox = await (await client.get("/v1/inbox", headers=auth(MAU_A))).json()
+        return inbox if inbox["items"] else None
+    inbox = await eventually(notices, what="the failure notice in the sender's inbox")
     assert [i["status_code"] for i in inbox["items"]] == ["02"]
     # every action is in the event log with who did it and why
     shown = await (await client.get(f"/v1/queue/{a['id']}", headers=op)).json()

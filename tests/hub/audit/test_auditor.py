@@ -17,10 +17,11 @@ from support import HUB_ID, MAU_A, SO_NOIVU, VP_UBND, submit
 
 from hub.edxml import samples
 from hub.api.app import HUB, create_app
-from hub.audit.auditor import AUDIT, CNS, verify_chain
+from hub.audit.auditor import CNS, verify_chain
 from hub.directory import default_directory_path
 from hub.crypto.keys import fingerprint, issue_cert, make_ca
-from spool.sqlite.tx import _EVENT_COLUMNS, event_hash
+from spool.chain import event_hash
+from spool.sqlite.tx import EVENT_COLUMNS
 
 XML = {"Content-Type": "application/xml"}
 
@@ -76,7 +77,7 @@ def behind_the_back(hub):
 def rehash(conn, from_id: int) -> None:
     """Recompute every hash from ``from_id`` on, as a careful forger would."""
     prev = conn.execute("SELECT hash FROM events WHERE id = ?", (from_id - 1,)).fetchone()[0]
-    for r in conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id >= ? ORDER BY id",
+    for r in conn.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE id >= ? ORDER BY id",
                           (from_id,)).fetchall():
         digest = event_hash(prev, r["id"], r["at"], r["kind"], r["message_id"], r["delivery_id"],
                             r["organ"], r["state"], r["detail"])
@@ -170,7 +171,7 @@ def insert_forged(conn) -> None:
     detail = json.dumps({"reason": "never happened", "route": "mailbox"}, sort_keys=True,
                         separators=(",", ":"))
     digest = event_hash(prev, 3, at, "state", None, None, VP_UBND, "failed", detail)
-    conn.execute(f"INSERT INTO events ({_EVENT_COLUMNS}) VALUES (3,?,?,?,?,?,?,?,?,?)",
+    conn.execute(f"INSERT INTO events ({EVENT_COLUMNS}) VALUES (3,?,?,?,?,?,?,?,?,?)",
                  (at, "state", None, None, VP_UBND, "failed", detail, prev, digest))
 
 
@@ -206,13 +207,13 @@ async def test_tampering_is_detected_and_the_first_bad_entry_named(client, auth,
 async def test_a_consistent_rewrite_is_caught_by_the_signed_checkpoint(client, auth, hub):
     # Given: a signed checkpoint of the head (#7)
     await flow(client, auth)
-    cp = await client.app[AUDIT].checkpoint()
+    cp = await client.app[HUB].auditor.checkpoint()
     assert cp["event_id"] == 7
     # When: a forger edits #2 and recomputes every hash after it, so the chain is whole
     with behind_the_back(hub) as conn:
         edit_detail(conn)
         rehash(conn, 2)
-        rows = [dict(r) for r in conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY id")]
+        rows = [dict(r) for r in conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY id")]
     assert verify_chain(rows).ok  # the chain alone cannot tell
     # Then: the checkpoint no longer matches, and says so
     report = await verify(client, auth)
@@ -223,7 +224,7 @@ async def test_a_consistent_rewrite_is_caught_by_the_signed_checkpoint(client, a
 
 async def test_a_cut_tail_and_an_edited_checkpoint_are_detected(client, auth, hub):
     await flow(client, auth)
-    await client.app[AUDIT].checkpoint()
+    await client.app[HUB].auditor.checkpoint()
     with behind_the_back(hub) as conn:
         conn.execute("DELETE FROM events WHERE id >= 6")
     report = await verify(client, auth)
@@ -241,7 +242,7 @@ async def test_a_cut_tail_and_an_edited_checkpoint_are_detected(client, auth, hu
 # -- checkpoints ---------------------------------------------------------------------------
 
 async def test_scheduled_checkpoint_signs_the_head_only_when_the_log_grew(client, auth, hub, settings):
-    auditor = client.app[AUDIT]
+    auditor = client.app[HUB].auditor
     job = auditor.scheduler.get_job("checkpoint")
     assert job.trigger.interval.total_seconds() == settings.checkpoint_interval
     assert await job.func() is None  # an empty log: nothing to sign
@@ -269,7 +270,7 @@ def read_db(db_path):
     conn = sqlite3.connect(db_path)
     conn.row_factory = sqlite3.Row
     try:
-        events = [dict(r) for r in conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events ORDER BY id")]
+        events = [dict(r) for r in conn.execute(f"SELECT {EVENT_COLUMNS} FROM events ORDER BY id")]
         cps = [dict(r) for r in conn.execute("SELECT * FROM checkpoints ORDER BY id")]
     finally:
         conn.close()
@@ -308,7 +309,7 @@ async def test_key_and_directory_changes_are_logged_on_restart(aiohttp_client, m
                                                                tmp_path, dev_keys):
     # Given: a hub that ran once (a fresh spool records its baseline silently)
     first = await aiohttp_client(create_app(make_settings()))
-    assert (await first.app[AUDIT].checkpoint()) is None
+    assert (await first.app[HUB].auditor.checkpoint()) is None
     hub = first.app[HUB]
     await hub.spool.write(lambda tx: tx.event("operator", organ=HUB_ID, action="note", reason="x"))
     await first.close()  # shutdown checkpoint #1, signed by the first key
@@ -338,7 +339,7 @@ async def test_key_and_directory_changes_are_logged_on_restart(aiohttp_client, m
     # And: the old key's checkpoint is skipped, not failed; new ones verify
     report = await verify(second, auth)
     assert report["ok"] and (report["checkpoints_ok"], report["checkpoints_skipped"]) == (0, 1)
-    await second.app[AUDIT].checkpoint()
+    await second.app[HUB].auditor.checkpoint()
     report = await verify(second, auth)
     assert report["ok"] and (report["checkpoints_ok"], report["checkpoints_skipped"]) == (1, 1)
     await second.close()

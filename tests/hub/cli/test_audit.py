@@ -13,7 +13,6 @@ from support import AN_BINH, MAU_A, REPO, VP_UBND
 
 from hub.edxml import samples
 from hub.api.app import HUB, create_app
-from hub.audit.auditor import AUDIT
 from hub.cli.main import main as cli_main
 
 
@@ -104,7 +103,7 @@ async def test_checkpoints_travel_with_the_export(aiohttp_client, make_settings,
         resp = await client.post("/v1/envelopes", data=raw, headers={
             "Authorization": f"Bearer {hub.tokens.issue(MAU_A)}", "Content-Type": "application/xml"})
         assert resp.status == 202
-    await client.app[AUDIT].checkpoint()
+    await client.app[HUB].auditor.checkpoint()
     data, cert = str(settings.data_path), str(dev_keys / "hub.pem")
     base = str(client.make_url("/")).rstrip("/")
 
