@@ -1,4 +1,4 @@
-"""Pre-fill a spool with a backlog of queued deliveries, straight into SQLite.
+"""Pre-fill a spool with a backlog of queued deliveries, through the SQLite backend's bulk loader.
 
 The database is first opened and closed by the hub's own spool code
 (``SqliteSpool.open``: pragmas and migrations), so the schema is exactly the
@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import hashlib
 import json
-import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -74,68 +73,14 @@ _STAND_IN = b"bench backlog payload stand-in " * 2 + b"..!!"
 
 def insert(db: Path, count: int, raw: bytes, *, route_of: Any, prefix: str,
            own_payloads: bool = False, batch: int = 50_000) -> float:
+    """Bulk-load the backlog through the SQLite backend's loader (the SQL is there)."""
     from hub.receipts.issuer import CURSOR_KEY
-    from spool.chain import GENESIS_HASH, event_hash
-    t0 = time.monotonic()
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("PRAGMA synchronous=OFF")
-    conn.execute("PRAGMA cache_size=-262144")
-    sha = hashlib.sha256(raw).hexdigest()
-    row = conn.execute("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
-    ev_id, prev = row if row else (0, GENESIS_HASH)
-    cursor = conn.execute("SELECT value FROM meta WHERE key = ?", (CURSOR_KEY,)).fetchone()
-    issuer_caught_up = (int(cursor[0]) if cursor else 0) >= ev_id
+    from spool.sqlite.bulk import load_backlog
     now = time.time()
-    conn.execute("BEGIN IMMEDIATE")
-    conn.execute("INSERT OR IGNORE INTO payloads (sha256, size, data, path, created_at) "
-                 "VALUES (?,?,?,?,?)", (sha, len(raw), raw, None, now))
-    envs: list[tuple[Any, ...]] = []
-    dlvs: list[tuple[Any, ...]] = []
-    evs: list[tuple[Any, ...]] = []
-    pays: list[tuple[Any, ...]] = []
-
-    def flush() -> None:
-        if pays:
-            conn.executemany("INSERT INTO payloads (sha256, size, data, path, created_at) "
-                             "VALUES (?,?,?,?,?)", pays)
-        conn.executemany("INSERT INTO envelopes (id, kind, sender, dedup_key, document_id, sha256, "
-                         "size, subject, code, status_code, response_for, signature, origin, "
-                         "received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", envs)
-        conn.executemany("INSERT INTO deliveries (envelope_id, recipient, route, state, "
-                         "next_attempt_at, expires_at, created_at, updated_at) "
-                         "VALUES (?,?,?,?,?,?,?,?)", dlvs)
-        conn.executemany("INSERT INTO events (id, at, kind, message_id, delivery_id, organ, state, "
-                         "detail, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?)", evs)
-        envs.clear(), dlvs.clear(), evs.clear(), pays.clear()
-
-    for env, dlv, ev in _rows(0, count, now, sha, len(raw), route_of, prefix):
-        if own_payloads:
-            own = hashlib.sha256(env[0].encode()).hexdigest()
-            pays.append((own, len(raw), _STAND_IN, None, now))
-            env = (*env[:5], own, *env[6:])
-            ev["detail"]["sha256"] = own
-        envs.append(env)
-        dlvs.append(dlv)
-        ev_id += 1
-        detail = json.dumps(ev["detail"], ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-        digest = event_hash(prev, ev_id, ev["at"], "accepted", ev["message_id"], None, ev["organ"],
-                            "queued", detail)
-        evs.append((ev_id, ev["at"], "accepted", ev["message_id"], None, ev["organ"], "queued",
-                    detail, prev, digest))
-        prev = digest
-        if len(envs) >= batch:
-            flush()
-    if envs:
-        flush()
-    if issuer_caught_up:
-        # A running hub's receipt issuer reads past these events as they are
-        # committed ("accepted" earns no receipt from it); so does the fill.
-        conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE "
-                     "SET value = excluded.value", (CURSOR_KEY, str(ev_id)))
-    conn.execute("COMMIT")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
-    return time.monotonic() - t0
+    return load_backlog(db, _rows(0, count, now, hashlib.sha256(raw).hexdigest(), len(raw),
+                                  route_of, prefix),
+                        raw, now=now, cursor_key=CURSOR_KEY,
+                        stand_in=_STAND_IN if own_payloads else None, batch=batch)
 
 
 def backlog_route(n: int) -> tuple[str, str]:

@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -93,7 +92,8 @@ def fmt_size(n: int) -> str:
 
 def machine() -> dict[str, Any]:
     import platform
-    import sqlite3 as sq
+
+    from spool.sqlite.bulk import SQLITE_VERSION
     cpu = ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -104,7 +104,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         mem = 0
     return {"cpus": os.cpu_count(), "cpu": cpu, "memory_gb": round(mem / 2**30, 1),
-            "python": platform.python_version(), "sqlite": sq.sqlite_version,
+            "python": platform.python_version(), "sqlite": SQLITE_VERSION,
             "kernel": platform.release()}
 
 
@@ -358,13 +358,8 @@ class Bench:
 
     @staticmethod
     def relayed_statuses(data: Path) -> int:
-        conn = sqlite3.connect(f"file:{data / 'spool.db'}?mode=ro", uri=True)
-        try:
-            return conn.execute("SELECT COUNT(*) FROM deliveries d JOIN envelopes e "
-                                "ON e.id = d.envelope_id WHERE e.kind = 'status' "
-                                "AND d.route = 'mailbox'").fetchone()[0]
-        finally:
-            conn.close()
+        from spool.sqlite.bulk import relayed_status_count
+        return relayed_status_count(data / "spool.db")
 
     def phase_depth(self) -> None:
         base: dict[str, float] = {}

@@ -20,6 +20,7 @@ from hub.api.guard import GUARD, ConnectionGuard, guard_middleware
 from hub.api.ratelimit import LIMITS, Limits, ratelimit_middleware
 from hub.cleanup import accept as cleanup
 from hub.config import Settings
+from hub.context import HubContext
 from hub.node import open_hub
 from hub.errors import ForbiddenError, NotFoundError, ValidationError
 from hub.api.base import (HUB, XML_TYPES, errors_middleware, hub_of, identity, int_param, iso,
@@ -138,7 +139,7 @@ async def get_inbox_item(request: web.Request) -> web.Response:
     return resp  # type: ignore[return-value]
 
 
-async def not_in_inbox(hub: Any, organ: str, message_id: str) -> None:
+async def not_in_inbox(hub: HubContext, organ: str, message_id: str) -> None:
     """Raise 403 for a message that exists but is not addressed to ``organ``, else 404."""
     if await hub.spool.envelope(message_id) is not None:
         raise ForbiddenError(f"message {message_id} is not addressed to {organ}")

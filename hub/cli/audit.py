@@ -47,7 +47,7 @@ from typing import Any
 from cryptography import x509
 
 from hub.audit.auditor import ChainVerifier, VerifyReport, verify_spool
-from hub.cli.main import _directory, command, http_call, hub_url, staff_token
+from hub.cli.main import directory_of, command, http_call, hub_url, staff_token
 from hub.config import Settings
 from hub.errors import HubError
 from hub.textsafe import safe_json, say
@@ -131,7 +131,7 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
         if "next" not in body:
             break
         after = checkpoints[-1]["id"]
-    header = {"format": FORMAT, "hub": _directory(settings).hub.id, "url": base,
+    header = {"format": FORMAT, "hub": directory_of(settings).hub.id, "url": base,
               "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
               "since": args.since, "complete": not args.since}
     # Into FILE.part, renamed when whole: a failed export never looks like a short log.

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, Callable
 
-from hub.cli.main import _directory, command
+from hub.cli.main import directory_of, command
 from hub.config import Settings
 from hub.crypto.keys import fingerprint, init_dev_keys, load_hub_keys
 from hub.textsafe import say
@@ -24,7 +24,7 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
 
 @command("keys")
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
-    directory = _directory(settings)
+    directory = directory_of(settings)
     keys_dir = settings.data_path / "keys"
     if args.action == "init":
         report = init_dev_keys(keys_dir, directory.hub.id,

@@ -31,7 +31,7 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from hub.cli.main import _authority, _directory, command, hub_url
+from hub.cli.main import authority, directory_of, command, hub_url
 from hub.config import Settings
 from hub.errors import HubError
 from hub.textsafe import escape, safe_json
@@ -294,8 +294,8 @@ def stream_params(args: argparse.Namespace) -> dict[str, str]:
 def token_source(args: argparse.Namespace, settings: Settings) -> Callable[[], str]:
     if args.token:
         return lambda: str(args.token)
-    authority, hub_id = _authority(settings), _directory(settings).hub.id
-    return lambda: authority.issue(hub_id, "operator", TOKEN_LIFETIME)
+    mint, hub_id = authority(settings), directory_of(settings).hub.id
+    return lambda: mint.issue(hub_id, "operator", TOKEN_LIFETIME)
 
 
 @command("tail")

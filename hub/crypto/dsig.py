@@ -43,7 +43,7 @@ _EXC_C14N = C14N.EXCLUSIVE_XML_CANONICALIZATION_1_0.value
 _SHA256_URI = "http://www.w3.org/2001/04/xmlenc#sha256"
 
 
-class _Refused(Exception):
+class SignatureRefused(Exception):
     """A signature the hub will not accept; the text says why."""
 
 
@@ -66,7 +66,7 @@ def sign_enveloped(root: etree._Element, placeholder: etree._Element, key: Priva
         # signxml's own marker; a second one would make it fail mid-delivery.
         raise ValidationError("cannot sign: a ds:Signature already has Id=\"placeholder\"")
     # Signed in place, without signxml: exclusive c14n, SHA-256, the key's
-    # own algorithm — the one profile _verify_fast checks directly.  signxml
+    # own algorithm — the one profile verify_fast checks directly.  signxml
     # copies the document twice per signature (tostring + fromstring).
     if isinstance(key, ec.EllipticCurvePrivateKey):
         method = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"
@@ -255,7 +255,7 @@ class _HashWriter:
         self.digest.update(data)
 
 
-def _verify_fast(doc: etree._Element, sig: etree._Element, cert: x509.Certificate,
+def verify_fast(doc: etree._Element, sig: etree._Element, cert: x509.Certificate,
                  at: dt.datetime | None = None) -> bool:
     """Verify the common profile directly; False when signxml must decide.
 
@@ -264,7 +264,7 @@ def _verify_fast(doc: etree._Element, sig: etree._Element, cert: x509.Certificat
     SHA-2 digest, ECDSA or RSA PKCS#1 v1.5 with SHA-2.  The digest is
     computed by streaming c14n of the document, the signature set aside,
     into the hash: no copy of the document is made (signxml makes four).
-    Raises ``_Refused`` on a bad digest or signature value.
+    Raises ``SignatureRefused`` on a bad digest or signature value.
     """
     si = sig.find(f"{{{DS}}}SignedInfo")
     if si is None or si.find(f".//{{{DS}}}InclusiveNamespaces") is not None:
@@ -283,23 +283,23 @@ def _verify_fast(doc: etree._Element, sig: etree._Element, cert: x509.Certificat
     when = at or dt.datetime.now(dt.timezone.utc)
     if not cert.not_valid_before_utc <= when <= cert.not_valid_after_utc:
         # signxml checks the pinned certificate's validity too; so must we.
-        raise _Refused(f"the trusted certificate {cert.subject.rfc4514_string()} is not valid "
+        raise SignatureRefused(f"the trusted certificate {cert.subject.rfc4514_string()} is not valid "
                        f"at {when:%Y-%m-%d %H:%M:%S}Z")
     key = cert.public_key()
     is_ec = "ecdsa" in (method.get("Algorithm") or "")
     if is_ec != isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(
             key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey)):
-        raise _Refused("the signature method does not match the trusted certificate's key")
+        raise SignatureRefused("the signature method does not match the trusted certificate's key")
     try:
         expected = base64.b64decode(ref.findtext(f"{{{DS}}}DigestValue") or "", validate=True)
         value = base64.b64decode("".join((sig.findtext(f"{{{DS}}}SignatureValue") or "").split()),
                                  validate=True)
     except ValueError:
-        raise _Refused("DigestValue or SignatureValue is not base64") from None
+        raise SignatureRefused("DigestValue or SignatureValue is not base64") from None
     actual = _digest_without(doc, sig, digest_alg.name)
     if not hmac.compare_digest(actual, expected):
         # Same words as signxml's refusal, which operators and tests know.
-        raise _Refused(f"InvalidDigest: Digest mismatch for reference 0 (trusted certificate "
+        raise SignatureRefused(f"InvalidDigest: Digest mismatch for reference 0 (trusted certificate "
                        f"{cert.subject.rfc4514_string()})")
     signed_info = etree.tostring(si, method="c14n", exclusive=True, with_comments=False)
     try:
@@ -311,6 +311,6 @@ def _verify_fast(doc: etree._Element, sig: etree._Element, cert: x509.Certificat
         else:
             key.verify(value, signed_info, padding.PKCS1v15(), sig_hash())
     except InvalidSignature:
-        raise _Refused(f"InvalidSignature: Signature verification failed (trusted certificate "
+        raise SignatureRefused(f"InvalidSignature: Signature verification failed (trusted certificate "
                        f"{cert.subject.rfc4514_string()})") from None
     return True

@@ -53,8 +53,8 @@ from signxml.algorithms import (
     SignatureMethod,
 )
 
-from hub.crypto.dsig import (DS, DS_SIGNATURE, _Refused, write_document,
-                      _verify_fast, sign_enveloped)
+from hub.crypto.dsig import (DS, DS_SIGNATURE, SignatureRefused, write_document,
+                      verify_fast, sign_enveloped)
 from hub.errors import ConfigError, ValidationError
 from hub.crypto.keys import HubKeys, PrivateKey, TrustStore, cert_names, fingerprint
 
@@ -154,13 +154,13 @@ def _to_bytes(root: etree._Element) -> bytes:
 def _one(parent: etree._Element, tag: str, what: str) -> etree._Element:
     found = parent.findall(tag)
     if len(found) != 1:
-        raise _Refused(f"expected exactly one {what}, found {len(found)}")
+        raise SignatureRefused(f"expected exactly one {what}, found {len(found)}")
     return found[0]
 
 
 def _header(root: etree._Element) -> etree._Element:
     if root.tag != q("edXML"):
-        raise _Refused(f"root element is {root.tag}, not edXML")
+        raise SignatureRefused(f"root element is {root.tag}, not edXML")
     envelope = _one(root, q("edXMLEnvelope"), "edXMLEnvelope")
     header = _one(envelope, q("edXMLHeader"), "edXMLHeader")
     _one(header, q("MessageHeader"), "MessageHeader")
@@ -183,14 +183,14 @@ def _inventory(root: etree._Element) -> _Inventory:
     senders: list[etree._Element] = []
     for sig in root.iter(DS_SIGNATURE):
         if sig.getparent() is not header:
-            raise _Refused(f"ds:Signature outside edXMLHeader at {tree.getpath(sig)}")
+            raise SignatureRefused(f"ds:Signature outside edXMLHeader at {tree.getpath(sig)}")
         (inv.hops if _HOP_ID.match(sig.get("Id") or "") else senders).append(sig)
     if len(senders) > 1:
-        raise _Refused(f"{len(senders)} sender ds:Signature elements in edXMLHeader; expected one")
+        raise SignatureRefused(f"{len(senders)} sender ds:Signature elements in edXMLHeader; expected one")
     inv.sender = senders[0] if senders else None
     ds_children = [c for c in header if c.tag == DS_SIGNATURE]
     if ds_children[:len(inv.hops)] != inv.hops:
-        raise _Refused("hop signatures must precede the sender signature")
+        raise SignatureRefused("hop signatures must precede the sender signature")
     inv.legacy = sum(1 for c in header if isinstance(c.tag, str)
                      and etree.QName(c).localname == "Signature" and c.tag != DS_SIGNATURE)
     seen: set[str] = set()
@@ -198,7 +198,7 @@ def _inventory(root: etree._Element) -> _Inventory:
         for name, value in el.attrib.items():
             if name in _ID_ATTRS or etree.QName(name).localname in _ID_ATTRS:
                 if value in seen:
-                    raise _Refused(f"duplicate Id attribute value {value!r}")
+                    raise SignatureRefused(f"duplicate Id attribute value {value!r}")
                 seen.add(value)
     return inv
 
@@ -212,13 +212,13 @@ def _identity(root: etree._Element) -> tuple[str | None, ...]:
 def _same_document(signed: etree._Element | None, doc: etree._Element) -> None:
     """See what is signed: the signed tree must be this envelope, not a look-alike."""
     if signed is None or signed.tag != q("edXML"):
-        raise _Refused("the signed data is not an edXML document")
+        raise SignatureRefused("the signed data is not an edXML document")
     try:
         _header(signed)
-    except _Refused as exc:
-        raise _Refused(f"the signed document differs: {exc}") from None
+    except SignatureRefused as exc:
+        raise SignatureRefused(f"the signed document differs: {exc}") from None
     if _identity(signed) != _identity(doc):
-        raise _Refused("the signed MessageHeader (From/DocumentId) is not this envelope's")
+        raise SignatureRefused("the signed MessageHeader (From/DocumentId) is not this envelope's")
 
 
 # --- verification core --------------------------------------------------------
@@ -226,13 +226,13 @@ def _same_document(signed: etree._Element | None, doc: etree._Element) -> None:
 def _check_signed_info(sig: etree._Element) -> None:
     refs = sig.findall(f"{{{DS}}}SignedInfo/{{{DS}}}Reference")
     if len(refs) != 1:
-        raise _Refused(f"expected one ds:Reference, found {len(refs)}")
+        raise SignatureRefused(f"expected one ds:Reference, found {len(refs)}")
     if refs[0].get("URI") != "":
-        raise _Refused(f"ds:Reference URI is {refs[0].get('URI')!r}; only \"\" "
+        raise SignatureRefused(f"ds:Reference URI is {refs[0].get('URI')!r}; only \"\" "
                        "(the whole document) is accepted")
     algs = [t.get("Algorithm") for t in refs[0].iterfind(f"{{{DS}}}Transforms/{{{DS}}}Transform")]
     if _ENVELOPED not in algs or not set(algs) <= _ALLOWED_TRANSFORMS:
-        raise _Refused(f"unexpected transforms {algs}")
+        raise SignatureRefused(f"unexpected transforms {algs}")
 
 
 def _keyinfo_certs(sig: etree._Element) -> list[x509.Certificate]:
@@ -242,7 +242,7 @@ def _keyinfo_certs(sig: etree._Element) -> list[x509.Certificate]:
         try:
             certs.append(x509.load_der_x509_certificate(base64.b64decode(el.text or "")))
         except ValueError as exc:
-            raise _Refused(f"unreadable X509Certificate in KeyInfo: {exc}") from None
+            raise SignatureRefused(f"unreadable X509Certificate in KeyInfo: {exc}") from None
     return certs
 
 
@@ -251,17 +251,17 @@ def _trusted_cert(sig: etree._Element, organ_id: str, trust: TrustStore,
     """The certificate the trust store accepts for ``organ_id`` on this signature."""
     entry = trust.entry(organ_id)
     if entry is None:
-        raise _Refused(f"no certificate or CA is known for {organ_id}")
+        raise SignatureRefused(f"no certificate or CA is known for {organ_id}")
     candidates = [entry.pinned] if entry.pinned is not None else _keyinfo_certs(sig)
     if not candidates:
-        raise _Refused(f"{organ_id} is trusted by CA, but KeyInfo carries no X509Certificate")
+        raise SignatureRefused(f"{organ_id} is trusted by CA, but KeyInfo carries no X509Certificate")
     problem = None
     for cert in candidates:
         others = [c for c in candidates if c is not cert]
         problem = trust.signer_problem(organ_id, cert, intermediates=others, at=at)
         if problem is None:
             return cert
-    raise _Refused(problem or "no acceptable certificate")
+    raise SignatureRefused(problem or "no acceptable certificate")
 
 
 def _verify(doc: etree._Element, sig: etree._Element, cert: x509.Certificate,
@@ -270,8 +270,8 @@ def _verify(doc: etree._Element, sig: etree._Element, cert: x509.Certificate,
     _check_signed_info(sig)
     header = _header(doc)
     if next(header.iterchildren(DS_SIGNATURE), None) is not sig:
-        raise _Refused("internal: the signature to verify is not the first in edXMLHeader")
-    if _verify_fast(doc, sig, cert, at):
+        raise SignatureRefused("internal: the signature to verify is not the first in edXMLHeader")
+    if verify_fast(doc, sig, cert, at):
         return
     config = _VERIFY_CONFIG if at is None else replace(_VERIFY_CONFIG, verification_time=at)
     try:
@@ -280,7 +280,7 @@ def _verify(doc: etree._Element, sig: etree._Element, cert: x509.Certificate,
     except Exception as exc:  # noqa: BLE001 - signxml also raises ValueError, KeyError…
         # cryptography's InvalidSignature carries no text: say which key failed.
         text = str(exc).strip().rstrip(":") or "no message"
-        raise _Refused(f"{type(exc).__name__}: {text} (trusted certificate "
+        raise SignatureRefused(f"{type(exc).__name__}: {text} (trusted certificate "
                        f"{cert.subject.rfc4514_string()})") from None
     _same_document(result.signed_xml, doc)
 
@@ -294,14 +294,14 @@ def _unwind_hop(doc: etree._Element, inv: _Inventory, hop: etree._Element,
     trace_list = inv.header.find(q("TraceHeaderList"))
     traces = trace_list.findall(q("TraceHeader")) if trace_list is not None else []
     if len(traces) != position:
-        raise _Refused(f"hop signature {hop.get('Id')} does not match the "
+        raise SignatureRefused(f"hop signature {hop.get('Id')} does not match the "
                        f"{len(traces)} TraceHeader(s) present")
     hub_id = traces[-1].findtext(q("OrganId")) or ""
     if hub_id in trust:
         try:
             _verify(doc, hop, _trusted_cert(hop, hub_id, trust, at), at)
-        except _Refused as exc:
-            raise _Refused(f"hop signature by {hub_id}: {exc}") from None
+        except SignatureRefused as exc:
+            raise SignatureRefused(f"hop signature by {hub_id}: {exc}") from None
         note = f"hop by {hub_id} verified"
     else:
         note = f"hop by {hub_id} not verified here (hub not in trust store)"
@@ -310,7 +310,7 @@ def _unwind_hop(doc: etree._Element, inv: _Inventory, hop: etree._Element,
     trace_list.remove(traces[-1])
     if created_list:
         if len(trace_list) or (trace_list.text or "").strip() or trace_list.attrib:
-            raise _Refused(f"hop {hop.get('Id')} claims to have created a non-empty TraceHeaderList")
+            raise SignatureRefused(f"hop {hop.get('Id')} claims to have created a non-empty TraceHeaderList")
         inv.header.remove(trace_list)
     return note
 
@@ -336,8 +336,8 @@ def check_sender(root: etree._Element, sender_id: str, trust: TrustStore, *,
         cert = _trusted_cert(inv.sender, sender_id, trust, at)
         _verify(root, inv.sender, cert, at)
         if _identity(root)[0] != sender_id:
-            raise _Refused(f"the signed From/OrganId is {_identity(root)[0]}, not {sender_id}")
-    except _Refused as exc:
+            raise SignatureRefused(f"the signed From/OrganId is {_identity(root)[0]}, not {sender_id}")
+    except SignatureRefused as exc:
         return SignatureCheck("invalid", str(exc))
     notes.insert(0, f"signed by certificate sha256:{fingerprint(cert)}")
     return SignatureCheck("valid", "; ".join(notes), cert.subject.rfc4514_string())
@@ -385,7 +385,7 @@ def sign_envelope(raw: bytes, key: PrivateKey, cert: x509.Certificate) -> bytes:
     root = parse_xml(raw)
     try:
         header = _header(root)
-    except _Refused as exc:
+    except SignatureRefused as exc:
         raise ValidationError(f"cannot sign: {exc}") from None
     placeholder = etree.SubElement(header, DS_SIGNATURE, nsmap={"ds": DS})
     return _to_bytes(sign_enveloped(root, placeholder, key, cert)[0])
@@ -416,7 +416,7 @@ def _hop_signed(root: etree._Element, *, hub_id: str, keys: HubKeys,
                 now: dt.datetime) -> etree._Element:
     try:
         header = _header(root)
-    except _Refused as exc:
+    except SignatureRefused as exc:
         raise ValidationError(f"cannot relay: {exc}") from None
     trace_list = header.find(q("TraceHeaderList"))
     created = trace_list is None
@@ -449,17 +449,17 @@ def verify_hop(raw: bytes, hub_cert: x509.Certificate, *,
     try:
         inv = _inventory(root)
         if not inv.hops:
-            raise _Refused("no hop signature")
+            raise SignatureRefused("no hop signature")
         hop = inv.hops[0]
         position = int(_HOP_ID.match(hop.get("Id") or "")[1])  # type: ignore[index]
         traces = inv.header.findall(f"{q('TraceHeaderList')}/{q('TraceHeader')}")
         if len(traces) != position:
-            raise _Refused(f"hop {hop.get('Id')} does not match the last TraceHeader")
+            raise SignatureRefused(f"hop {hop.get('Id')} does not match the last TraceHeader")
         hub_id = traces[-1].findtext(q("OrganId")) or ""
         if hub_id not in cert_names(hub_cert):
-            raise _Refused(f"the last TraceHeader names {hub_id!r}, not the certificate's hub")
+            raise SignatureRefused(f"the last TraceHeader names {hub_id!r}, not the certificate's hub")
         _verify(root, hop, hub_cert, at)
-    except _Refused as exc:
+    except SignatureRefused as exc:
         raise ValidationError(f"hop signature refused: {exc}", code="signature_invalid",
                               details={"reason": str(exc)}) from None
     return True

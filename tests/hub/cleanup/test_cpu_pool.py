@@ -34,7 +34,7 @@ async def test_worker_processes_accept_verify_and_refuse(aiohttp_client, make_se
     assert resp.status == 202, body
     env = await hub.spool.envelope(body["id"])
     assert env["signature"]["result"] == "valid"
-    rows = await hub.spool._all("SELECT xml FROM receipts WHERE id = ?", (body["receipt_id"],))
+    rows = [await hub.spool.receipt(body["receipt_id"])]
     assert verify_receipt(bytes(rows[0]["xml"]), hub.keys.cert).message_id == body["id"]
     # refusals made in a worker arrive with their code and path
     resp = await client.post("/v1/envelopes", data=raw.replace(b"2026/11/20</edXML:PromulgationDate>",

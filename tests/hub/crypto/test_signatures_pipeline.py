@@ -46,7 +46,7 @@ async def test_signed_envelope_is_verified_and_recorded(client, hub, dev_keys):
 async def test_acceptance_receipt_is_signed_and_states_the_result(client, hub, dev_keys):
     raw = sign_envelope(samples.edoc(MAU_A, [VP_UBND], 2), *org_key(dev_keys, MAU_A))
     status, body = await post(client, hub.tokens.issue(MAU_A), raw)
-    conn_rows = await hub.spool._all("SELECT xml FROM receipts WHERE id = ?", (body["receipt_id"],))
+    conn_rows = [await hub.spool.receipt(body["receipt_id"])]
     fields = verify_receipt(bytes(conn_rows[0]["xml"]), hub.keys.cert)
     assert fields.event == "accepted" and fields.message_id == body["id"]
     assert fields.document_sha256 == hashlib.sha256(raw).hexdigest()

@@ -406,7 +406,7 @@ def test_what_is_signed_must_be_this_envelope(signed: bytes) -> None:
     # The URI="" rule makes this hold already; the check guards against a
     # future signxml returning a different node set.
     other = parse_xml(make_edoc(document_id=f"{MAU_A},2024/05/01,999/UBND-VP"))
-    with pytest.raises(signing._Refused, match="From/DocumentId"):
+    with pytest.raises(signing.SignatureRefused, match="From/DocumentId"):
         signing._same_document(other, parse_xml(signed))
     signing._same_document(parse_xml(signed), parse_xml(signed))
 
