@@ -242,5 +242,8 @@ def describe_options(cls: type[Adapter]) -> list[tuple[str, str, Any]]:
                    else f.default_factory() if f.default_factory is not dataclasses.MISSING
                    else None)
         kind = hints[f.name]
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if args and len(args) == 1:  # Optional[X] shows as X
+            kind = args[0]
         out.append((f.name, getattr(kind, "__name__", str(kind)), default))
     return out

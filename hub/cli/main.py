@@ -20,6 +20,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from adapters.base import describe_options
+from adapters.registry import adapter_classes
 from hub.auth import ROLES, TokenAuthority, load_secret
 from hub.config import PARAMS, Settings, load_settings
 from hub.errors import HubError
@@ -82,7 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("token", help="issue a bearer token for the local hub")
     common(p)
     p.add_argument("organ", nargs="?", help="OrganId the token speaks for")
-    p.add_argument("--role", choices=ROLES, default="agency")
+    p.add_argument("--role", choices=ROLES, default="agency",
+                   help=f"one of {', '.join(ROLES)} (default agency)")
+    p.add_argument("--route", help="for --role relay: the route the peer hub or platform "
+                   "arrives by (its token may speak for that route's organisations)")
     p.add_argument("--examples", action="store_true", help="print a few ready-made tokens")
 
     p = sub.add_parser("conf", help="print the effective configuration")
@@ -209,10 +214,10 @@ def directory_of(settings: Settings):  # type: ignore[no-untyped-def]
 @command("token")
 def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     directory = directory_of(settings)
-    authority = authority(settings, create=True)
+    mint = authority(settings, create=True)
     if args.examples:
         for organ, role, label in EXAMPLE_TOKENS:
-            token = authority.issue(organ, role, settings.token_lifetime)
+            token = mint.issue(organ, role, settings.token_lifetime)
             print(f"# {label}: {organ} ({role})\n{token}")
         return 0
     if not args.organ:
@@ -221,7 +226,15 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     if args.organ not in directory:
         print(f"lienthong token: {args.organ} is not in the directory", file=sys.stderr)
         return 2
-    print(authority.issue(args.organ, args.role, settings.token_lifetime))
+    if (args.role == "relay") != bool(args.route):
+        print("lienthong token: a relay token needs --route ROUTE (the route the peer hub or "
+              "platform arrives by), and only a relay token takes one", file=sys.stderr)
+        return 2
+    if args.route and args.route not in directory.routes():
+        print(f"lienthong token: route {args.route!r} is not a route of the directory (known: "
+              f"{', '.join(sorted(directory.routes() - {'mailbox'}))})", file=sys.stderr)
+        return 2
+    print(mint.issue(args.organ, args.role, settings.token_lifetime, route=args.route or None))
     return 0
 
 
@@ -278,11 +291,35 @@ def cmd_conf(args: argparse.Namespace, settings: Settings) -> int:
         shown = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else value
         marker = "" if value == p.default else "   # changed"
         print(f"{p.name} = {shown}{marker}")
+    classes = adapter_classes()
     for name, table in sorted(settings.adapters.items()):
-        print(f"\n[adapters.{name}]")
-        for key, value in table.items():
-            print(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+        print(f"\n[adapters.{json.dumps(name) if '.' in name else name}]")
+        print(f"class = {json.dumps(table['class'])}")
+        cls = classes.get(table["class"])
+        if cls is None:
+            print(f"# unknown class: known are {', '.join(sorted(classes))}")
+            continue
+        for key, kind, default in describe_options(cls):
+            if key in table:
+                value = "\"(hidden)\"" if kind == "Secret" else _toml(table[key])
+                print(f"{key} = {value}   # changed ({kind})")
+            else:
+                shown = _toml(f"{default:g}s" if kind == "Duration" and default is not None else default)
+                print(f"# {key} = {shown}   ({kind}, default)" if default is not None
+                      else f"# {key}   ({kind}, optional)")
     return 0
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return '""'
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(str(value), ensure_ascii=False)
 
 
 if __name__ == "__main__":

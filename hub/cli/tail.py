@@ -293,8 +293,8 @@ def stream_params(args: argparse.Namespace) -> dict[str, str]:
 def token_source(args: argparse.Namespace, settings: Settings) -> Callable[[], str]:
     if args.token:
         return lambda: str(args.token)
-    authority, hub_id = authority(settings), directory_of(settings).hub.id
-    return lambda: authority.issue(hub_id, "operator", TOKEN_LIFETIME)
+    mint, hub_id = authority(settings), directory_of(settings).hub.id
+    return lambda: mint.issue(hub_id, "operator", TOKEN_LIFETIME)
 
 
 @command("tail")
