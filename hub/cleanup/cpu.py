@@ -114,7 +114,7 @@ class Cleaner:
             raise ForbiddenError(
                 f"envelope is from {env.sender} but you are {identity.organ}", code="sender_mismatch",
                 details={"path": path, "from": env.sender, "authenticated": identity.organ})
-        if self.directory.get(env.sender) is None:
+        if not self.directory.knows(env.sender):
             raise ValidationError(f"sender {env.sender} is not in the directory",
                                   code="unknown_sender")
 

@@ -80,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     common(lp)
     lp.add_argument("--json", action="store_true", help="JSON output")
     lp.add_argument("--kind", help="only this kind")
+    rp = dsub.add_parser("resolve", help="the route a document for ORGANID takes, and which "
+                         "entry or rule chose it")
+    common(rp)
+    rp.add_argument("organ_id", metavar="ORGANID")
+    rp.add_argument("--json", action="store_true", help="JSON output")
 
     p = sub.add_parser("token", help="issue a bearer token for the local hub")
     common(p)
@@ -269,6 +274,8 @@ def http_call(method: str, url: str, token: str, data: bytes | None = None,
 
 @command("directory")
 def cmd_directory(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "resolve":
+        return _resolve(args, settings)
     rows = directory_of(settings).to_rows()
     if args.kind:
         rows = [r for r in rows if r["kind"] == args.kind]
@@ -279,6 +286,20 @@ def cmd_directory(args: argparse.Namespace, settings: Settings) -> int:
     for r in rows:
         print(f"{r['id']:<15} {r['kind']:<20} {r['route']:<16} {r['name']}")
     print(f"-- {len(rows)} organisations")
+    return 0
+
+
+def _resolve(args: argparse.Namespace, settings: Settings) -> int:
+    directory = directory_of(settings)
+    route = directory.resolve(args.organ_id, strict=settings.organ_id_policy == "strict")
+    if args.json:
+        print(json.dumps({"organ_id": args.organ_id, "route": route.name, "known": route.known,
+                          "entry": route.organ.id if route.organ else None,
+                          "rule": route.rule.pattern if route.rule else None,
+                          "speaks_for": directory.may_speak_for(route.name, args.organ_id)},
+                         ensure_ascii=False))
+    else:
+        print(route.explain(args.organ_id))
     return 0
 
 

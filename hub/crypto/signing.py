@@ -439,7 +439,7 @@ def _hop_signed(root: etree._Element, *, hub_id: str, keys: HubKeys,
     return signed
 
 
-def verify_hop(raw: bytes, hub_cert: x509.Certificate, *,
+def verify_hop(raw: bytes | Path, hub_cert: x509.Certificate, *,
                at: dt.datetime | None = None) -> bool:
     """Verify the newest hop signature against the relaying hub's certificate.
 
