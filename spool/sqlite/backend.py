@@ -548,6 +548,9 @@ def _store(tx: Tx, rec: NewEnvelope, payload_rel: str | None, inline_limit: int,
     if payload_rel is not None:  # an earlier copy may have been inline or retired
         c.execute("UPDATE payloads SET path = ? WHERE sha256 = ? AND data IS NULL",
                   (payload_rel, rec.sha256))
+    else:  # an earlier copy's bytes may have been retired: this document brings them back
+        c.execute("UPDATE payloads SET data = ? WHERE sha256 = ? AND data IS NULL "
+                  "AND path IS NULL", (inline, rec.sha256))
     c.execute("INSERT INTO envelopes (id, kind, sender, dedup_key, document_id, sha256, size, "
               "subject, code, status_code, response_for, signature, origin, received_at) "
               "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
