@@ -82,36 +82,6 @@ def pytest_collection_modifyitems(config, items):  # noqa: D401
 @pytest.fixture
 def live_server(tmp_path):
     """A real ``lienthong serve`` process on 127.0.0.1; yields (base_url, data_dir, mint)."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    from hub.auth import TokenAuthority, load_secret
-    from support import REPO, free_port
-
-    data = tmp_path / "live"
-    port = free_port()
-    log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "serve", "--data", str(data),
-                             "--listen", f"127.0.0.1:{port}"], cwd=REPO, stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=1).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((tmp_path / "server.log").read_text())
-                time.sleep(0.1)
-        authority = TokenAuthority(load_secret(data))
-        yield base, data, authority.issue
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    from support import serve
+    with serve(tmp_path / "live", tmp_path / "server.log") as (base, data, mint):
+        yield base, data, mint

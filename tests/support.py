@@ -1,6 +1,7 @@
 """Constants and helpers shared by the tests (importable: tests/ is on pythonpath)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -43,6 +44,45 @@ AN_BINH = "000.02.48.H63"        # a second commune
 VP_UBND = "000.31.48.H63"        # Văn phòng HĐND và UBND huyện (office)
 SO_NOIVU = "000.00.02.H63"       # a provincial department (route provincial)
 HUB_ID = "000.99.48.H63"
+
+
+@contextlib.contextmanager
+def serve(data: Path, log_path: Path, *, config: Path | None = None):
+    """Run ``lienthong serve`` on a free port of 127.0.0.1 until the block ends;
+    yields (base_url, data_dir, mint) where ``mint(organ, role)`` issues a token."""
+    import sys
+    import time
+    import urllib.request
+
+    from hub.auth import TokenAuthority, load_secret
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "hub.cli", "serve", "--data", str(data),
+           "--listen", f"127.0.0.1:{port}"]
+    if config is not None:
+        cmd += ["-c", str(config)]
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=1).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(log_path.read_text())
+                time.sleep(0.1)
+        authority = TokenAuthority(load_secret(data))
+        yield base, data, authority.issue
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
 
 
 def free_port() -> int:

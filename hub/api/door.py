@@ -22,7 +22,7 @@ import logging
 from aiohttp import web
 
 from hub.api.base import HUB, hub_of, read_body
-from hub.door.service import OPERATIONS, Door, DoorRefusal, is_auth_error
+from hub.door.service import OPERATIONS, Caller, Door, DoorRefusal, is_auth_error
 from hub.errors import HubError
 from hub.vxp.protocol import answer
 
@@ -49,6 +49,7 @@ def _fail(exc: HubError, operation: str) -> web.Response:
 async def handle(request: web.Request, *, operation: str) -> web.StreamResponse:
     door = request.app[DOOR]
     hub = hub_of(request)
+    caller: Caller | None = None
     try:
         if operation == "sendEdoc":
             body: bytes | None = await read_body(request, hub.settings.max_envelope_size + 2)  # type: ignore[assignment]
@@ -62,7 +63,7 @@ async def handle(request: web.Request, *, operation: str) -> web.StreamResponse:
         return _answer(answer(ascii_only=operation == "sendEdoc", **fields))
     except HubError as exc:
         door.refused(exc, operation=operation, remote=request.remote or "-",
-                     headers=request.headers)
+                     headers=request.headers, caller=caller)
         return _fail(exc, operation)
     except Exception:
         log.exception("internal error in door operation %s", operation)

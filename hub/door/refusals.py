@@ -65,13 +65,14 @@ class RefusalLog:
         return True, before
 
     def record(self, *, code: str, message: str, remote: str, organ: str | None = None,
-               system_id: str | None = None, operation: str = "") -> None:
+               system_id: str | None = None, operation: str = "", verified: bool = False) -> None:
         allowed, suppressed = self._allow((remote, code), self._clock())
         if not allowed:
             return
         detail: dict[str, object] = {"code": code, "message": printable(message, 500),
-                                     "origin": "door", "operation": operation, "remote": remote}
-        if system_id is not None and organ is None:
+                                     "origin": "door", "operation": operation, "remote": remote,
+                                     "verified": verified}
+        if system_id is not None:
             detail["system_id"] = printable(system_id, 100)
         if suppressed:
             detail["suppressed"] = suppressed

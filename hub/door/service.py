@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Awaitable, Callable
@@ -39,7 +40,7 @@ from hub.context import HubContext
 from hub.door.credentials import DoorSecrets
 from hub.door.refusals import RefusalLog
 from hub.errors import AuthError, ConflictError, HubError, NotFoundError
-from hub.vxp.protocol import VN_TZ, VerifiedRequest, VxpAuthError, verify_request
+from hub.vxp.protocol import PREFIX, SIGN_HEADER, VN_TZ, VerifiedRequest, VxpAuthError, verify_request
 from spool.base import InboxRow, SentRow
 
 #: Most items one list answer carries (the SDK has no paging: acknowledged
@@ -128,14 +129,22 @@ class Door:
         return Caller(organ, verified)
 
     def refused(self, exc: HubError, *, operation: str, remote: str,
-                headers: Mapping[str, str]) -> None:
-        """Put a refusal in the audit log (within the budget of ``hub.door.refusals``)."""
+                headers: Mapping[str, str], caller: Caller | None = None) -> None:
+        """Put a refusal in the audit log (within the budget of ``hub.door.refusals``).
+
+        Before the signature verified, the organisation is the one the request
+        claims to be (``verified: false``): its own view shows who tried its name."""
         if isinstance(exc, DoorRefusal) and exc.recorded:
             return
-        system_id = _signed_system_id(headers)
-        organ = self.secrets.organ_of(system_id) if system_id else None
+        if caller is not None:
+            system_id: str | None = caller.request.system_id
+            organ: str | None = caller.organ
+        else:
+            system_id = claimed_system_id(headers)
+            organ = self.secrets.organ_of(system_id) if system_id else None
         self.refusals.record(code=exc.code, message=exc.message, remote=remote, organ=organ,
-                             system_id=system_id, operation=operation)
+                             system_id=system_id, operation=operation,
+                             verified=caller is not None)
 
     # ---------------------------------------------------------------- operations
 
@@ -286,12 +295,22 @@ def _doc_id(v: VerifiedRequest) -> str:
     return doc_id
 
 
-def _signed_system_id(headers: Mapping[str, str]) -> str | None:
-    """The system id a refused request claims (from its wire header), for the audit log."""
+def claimed_system_id(headers: Mapping[str, str]) -> str | None:
+    """The system id a refused request claims, for the audit log: the signed
+    member when the sign-header parses, else the wire header."""
+    wire = None
     for name, value in headers.items():
-        if name.lower() == "xroadvnpt-systemid":
-            return value
-    return None
+        lowered = name.lower()
+        if lowered == SIGN_HEADER.lower():
+            try:
+                member = json.loads(value).get(PREFIX + "systemid")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(member, str):
+                return member
+        elif lowered == (PREFIX + "systemid").lower():
+            wire = value
+    return wire
 
 
 def is_auth_error(exc: HubError) -> bool:
