@@ -12,7 +12,8 @@ import json
 import sys
 from typing import Any, Callable
 
-from hub.cli.main import command, directory_of, hub_url
+from hub.cli.client import local_url, read_serving
+from hub.cli.main import command, directory_of
 from hub.config import Settings
 from hub.door.credentials import credentials_path, issue
 
@@ -29,14 +30,21 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
                     help='print one JSON object {"endpoint", "system_id", "secret"}')
     cp.add_argument("--rotate", action="store_true",
                     help="replace the secret (the old one stops working within a second)")
-    cp.add_argument("--url", help="the hub's base URL as agencies reach it "
-                    "(default: door_endpoint, else http://<listen>)")
+    cp.add_argument("--url", help="the hub's base URL as agencies reach it (default: "
+                    "door_endpoint, else where the hub of --data listens)")
 
 
 def endpoint(args: argparse.Namespace, settings: Settings) -> str:
+    """``--url``, else ``door_endpoint``, else the hub of this data directory
+    (where it records it listens, else ``listen``), with ``/vxp``."""
     if getattr(args, "url", None):
-        return hub_url(args, settings) + "/vxp"
-    return settings.door_endpoint or hub_url(args, settings) + "/vxp"
+        return str(args.url).rstrip("/") + "/vxp"
+    if settings.door_endpoint:
+        return str(settings.door_endpoint)
+    found = read_serving(settings.data_path)
+    base = found.url if found is not None and found.alive else \
+        local_url(settings.listen_host, settings.listen_port)
+    return base.rstrip("/") + "/vxp"
 
 
 @command("door")
