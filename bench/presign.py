@@ -40,14 +40,14 @@ def _init(ident: str, huge: bool) -> None:
         XMLProcessor._default_parser = huge_parser
 
 
-def _sign(job: tuple[str, int, int, str, list[str]]) -> list[tuple[str, bytes]]:
+def _sign(job: tuple[str, int, int, str, list[str], list[str]]) -> list[tuple[str, bytes]]:
     from hub.edxml import samples
     from hub.crypto.signing import sign_envelope
-    tag, start, stop, size_s, recipients = job
+    tag, start, stop, size_s, recipients, senders = job
     size = int(size_s)
     out = []
     for n in range(start, stop):
-        sender = COMMUNES[n % len(COMMUNES)]
+        sender = (senders or COMMUNES)[n % len(senders or COMMUNES)]
         if sender not in _keys:
             assert _ident is not None
             _keys[sender] = sender_key(_ident, sender)
@@ -58,10 +58,14 @@ def _sign(job: tuple[str, int, int, str, list[str]]) -> list[tuple[str, bytes]]:
 
 
 def pool(cache: Path, ident: Path, tag: str, count: int, size: int,
-         recipients: list[str] | None = None, workers: int = 2) -> Path:
-    """The pool file for this spec, signing what is not cached yet."""
-    spec = {"tag": tag, "count": count, "size": size, "recipients": recipients or [],
-            "ident": str(ident), "v": 2}
+         recipients: list[str] | None = None, workers: int = 2,
+         senders: list[str] | None = None) -> Path:
+    """The pool file for this spec, signing what is not cached yet.  Senders: the
+    district's communes in turn, or ``senders`` (whose keys the run's identity holds)."""
+    spec: dict[str, Any] = {"tag": tag, "count": count, "size": size,
+                            "recipients": recipients or [], "ident": str(ident), "v": 2}
+    if senders:
+        spec["senders"] = senders
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
     path = cache / f"pool-{tag}-{size}-{count}-{digest}.bin"
     if path.exists():
@@ -69,7 +73,7 @@ def pool(cache: Path, ident: Path, tag: str, count: int, size: int,
     cache.mkdir(parents=True, exist_ok=True)
     note(f"signing {count} envelopes of {size} bytes ({tag}) on {workers} processes")
     step = max(1, min(500, count // (workers * 4) or 1))
-    jobs = [(tag, i, min(count, i + step), str(size), recipients or [])
+    jobs = [(tag, i, min(count, i + step), str(size), recipients or [], senders or [])
             for i in range(0, count, step)]
     tmp = path.with_suffix(".tmp")
     huge = size > 5_000_000

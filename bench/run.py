@@ -16,6 +16,10 @@ Phases (see bench/README.md for what each number means):
   big     (e) one 100 MB envelope accepted and relayed; the server's peak RSS
   door    the national-SDK door: sendEdoc and getEdoc beside POST /v1/envelopes and
           GET /v1/inbox/{id}, on one hub, alternating, in the same run
+  peer_hub  a second real hub (peer_hub adapters both ways, README "Peer districts")
+          beside edxml_http to the fake peer, same documents, same run (bench/axis.py)
+  provincial  the provincial adapter against the fake VXP platform (hub.sim.vxp_platform):
+          sendEdoc out to a department, documents polled in for a commune
 
 Output: one JSON line per measurement on stdout, progress on stderr, then a
 plain table.  ``--json FILE`` also writes every record; ``--markdown FILE``
@@ -37,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import presign
+from bench import axis, presign
 from bench.common import (PEER_ORGAN, PEER_ROUTE, PYTHON, REPO, Child, Hub, describe_tree, emit,
                           free_port, http_get, make_identity, note)
 
@@ -75,6 +79,10 @@ class Profile:
     #: documents per API and repetition in the door phase, and the repetitions
     door_count: int = 2000
     door_reps: int = 2
+    #: documents per path in the peer_hub phase; out and in in the provincial phase
+    peer_count: int = 3000
+    prov_count: int = 2000
+    prov_in_count: int = 1000
 
 
 FULL = Profile(
@@ -89,7 +97,7 @@ QUICK = Profile(
           (1 * MB, False): (128, 2.5), (1 * MB, True): (10, 0.8)},
     reps_10k_c64=1, floor_seconds=0.4, floor_reps=2, rate_count=400, e2e_count=400,
     depths=(0, 20_000), depth_accept=640, dispatch_count=300, big_size=10 * MB,
-    door_count=300, door_reps=1)
+    door_count=300, door_reps=1, peer_count=400, prov_count=300, prov_in_count=150)
 
 
 def fmt_size(n: int) -> str:
@@ -145,6 +153,8 @@ class Bench:
         self.accept_c64: dict[int, float] = {}
         self.server_cwd = Path(args.server_tree).resolve() if args.server_tree else None
         self.tree = self.server_cwd or REPO
+        #: the peer_hub phase's edxml_http → fake peer flow, for the provincial comparison
+        self.axis_baseline: dict[str, Any] | None = None
 
     # -- bookkeeping ------------------------------------------------------------------
 
@@ -208,8 +218,10 @@ class Bench:
                  f"{res['codes']} {res['errors'][:2]}")
         return res
 
-    def pool(self, tag: str, count: int, size: int, recipients: list[str] | None = None) -> Path:
-        return presign.pool(self.cache, self.ident, tag, count, size, recipients)
+    def pool(self, tag: str, count: int, size: int, recipients: list[str] | None = None,
+             senders: list[str] | None = None) -> Path:
+        return presign.pool(self.cache, self.ident, tag, count, size, recipients,
+                            senders=senders)
 
     def cleanup(self) -> None:
         for c in reversed(self.children):
@@ -532,14 +544,21 @@ class Bench:
                         if http_rate else None, "x http",
                         server_cpu_ratio=round(cpu["door"] / cpu["http"], 3) if cpu["http"] else None)
 
+    def phase_peer_hub(self) -> None:
+        axis.phase_peer_hub(self)
+
+    def phase_provincial(self) -> None:
+        axis.phase_provincial(self)
+
     # -- the run -------------------------------------------------------------------------------
 
     PHASES: dict[str, str] = {"floor": "phase_floor", "accept": "phase_accept",
                               "e2e": "phase_e2e", "depth": "phase_depth", "big": "phase_big",
-                              "door": "phase_door"}
+                              "door": "phase_door", "peer_hub": "phase_peer_hub",
+                              "provincial": "phase_provincial"}
     #: A phase is not started with less than this much budget left (seconds, quick/full).
     NEEDS = {"floor": (3, 15), "accept": (15, 90), "e2e": (5, 30), "depth": (10, 40),
-             "big": (5, 40), "door": (10, 40)}
+             "big": (5, 40), "door": (10, 40), "peer_hub": (10, 45), "provincial": (10, 45)}
 
     def run(self, phases: list[str]) -> int:
         note(f"{self.p.name} run; work dir {self.work}; budget {self.p.budget:.0f} s")

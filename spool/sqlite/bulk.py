@@ -98,3 +98,39 @@ def relayed_status_count(db: Path) -> int:
                             "AND d.route = 'mailbox'").fetchone()[0]
     finally:
         conn.close()
+
+
+def deliveries_by_state(db: Path, route: str) -> dict[str, int]:
+    """How many deliveries of ``route`` are in each state (the bench polls it while a hub runs)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return dict(conn.execute("SELECT state, COUNT(*) FROM deliveries WHERE route = ? "
+                                 "GROUP BY state", (route,)).fetchall())
+    finally:
+        conn.close()
+
+
+def delivered_times(db: Path, route: str) -> list[tuple[str, float, float]]:
+    """(message id, accepted at, delivered at) of every delivery of ``route`` that reached
+    ``delivered``, from the event log (the bench's accept → delivered latencies)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return conn.execute(
+            "SELECT d.envelope_id, e.received_at, MIN(ev.at) FROM deliveries d "
+            "JOIN envelopes e ON e.id = d.envelope_id "
+            "JOIN events ev ON ev.message_id = d.envelope_id AND ev.delivery_id = d.id "
+            "WHERE d.route = ? AND ev.state = 'delivered' GROUP BY d.id", (route,)).fetchall()
+    finally:
+        conn.close()
+
+
+def received_times(db: Path, origin_prefix: str) -> list[float]:
+    """When each envelope that came in by ``origin_prefix…`` (an adapter's ingest) was
+    committed, in order."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    try:
+        return [r[0] for r in conn.execute(
+            "SELECT received_at FROM envelopes WHERE substr(origin, 1, ?) = ? ORDER BY received_at",
+            (len(origin_prefix), origin_prefix))]
+    finally:
+        conn.close()
