@@ -73,10 +73,11 @@ def _cpu(pid: int) -> float:
 
 
 def push_flow(bench: "Bench", sender: Hub, route: str, pool: Path, count: int,
-              others: dict[str, int], *, skip: int = 0) -> dict[str, Any]:
-    """Load ``sender`` with ``count`` documents of ``pool`` at concurrency 64 and wait until
-    its deliveries on ``route`` are final.  Throughput from the first POST to the last
-    ``delivered``; latencies accept → delivered; CPU of the sender and of ``others``
+              others: dict[str, int], *, skip: int = 0, rate: float = 0.0) -> dict[str, Any]:
+    """Load ``sender`` with ``count`` documents of ``pool`` (closed loop at concurrency 64,
+    or open loop at ``rate``) and wait until its deliveries on ``route`` are final.
+    Throughput from the first POST to the last ``delivered``; latencies accept →
+    delivered (of this flow's documents only); CPU of the sender and of ``others``
     (name → pid) over the whole window."""
     from spool.ids import timestamp_of
     from spool.sqlite.bulk import deliveries_by_state, delivered_times
@@ -84,19 +85,24 @@ def push_flow(bench: "Bench", sender: Hub, route: str, pool: Path, count: int,
     pids = {"sender": sender.pid, **others}
     cpu0 = {k: _cpu(p) for k, p in pids.items()}
     busy0, w0 = _busy(), time.monotonic()
-    res = bench.load(sender, pool, count=count, skip=skip, concurrency=64, max_seconds=120,
-                     warmup=0)
+    done0 = len(delivered_times(db, route))
+    if rate:
+        res = bench.load(sender, pool, count=count, skip=skip, rate=rate,
+                         max_seconds=count / rate + 5, warmup=0)
+    else:
+        res = bench.load(sender, pool, count=count, skip=skip, concurrency=64, max_seconds=120,
+                         warmup=0)
     limit = time.monotonic() + max(20.0, min(90.0, bench.left() - 10))
     states: dict[str, int] = {}
     while time.monotonic() < limit:
         states = deliveries_by_state(db, route)
-        if states.get("delivered", 0) + states.get("failed", 0) >= res["ok"]:
+        if states.get("delivered", 0) + states.get("failed", 0) >= done0 + res["ok"]:
             break
         time.sleep(0.1)
     wall = time.monotonic() - w0
     cpu = {k: _cpu(p) - cpu0[k] for k, p in pids.items()}
     busy = (_busy() - busy0) / wall
-    rows = delivered_times(db, route)
+    rows = [r for r in delivered_times(db, route) if r[1] >= res["wall_start"]]
     lat = [at - (timestamp_of(mid) or accepted) for mid, accepted, at in rows]
     last = max((at for _, _, at in rows), default=res["wall_start"])
     span = last - res["wall_start"]
@@ -169,38 +175,56 @@ def peer_hubs(bench: "Bench", name: str) -> tuple[Hub, Hub]:
 
 
 def phase_peer_hub(bench: "Bench") -> None:
-    n = bench.p.peer_count
+    n, secs, most = bench.p.peer_count, bench.p.axis_rate_seconds, bench.p.axis_rate_count
     # One recipient each: a document for two units of the peer district is two deliveries
-    # on one route, and the second is refused by B as a conflicting resend (see RESULTS.md).
-    pool = bench.pool("peerhub", n, 10 * 1000, LUCYEN_COMMUNES[:1])
-    params = {"size": "10 KB", "concurrency": 64, "documents": n}
-    # The baseline: the same documents, the same route, edxml_http to the fake peer.
+    # on one route, and the second is refused by B as a conflicting resend (RESULTS.md).
+    pool = bench.pool("peerhub", n + most, 10 * 1000, LUCYEN_COMMUNES[:1])
+    # The baseline: the same documents, the same route, edxml_http to the fake peer; and
+    # the two hubs.  All four processes run through the phase (idle when not measured).
     port = free_port()
     base = bench.hub("peerhub-base", config=(f'[adapters."{PEER_ROUTE}"]\nclass = "edxml_http"\n'
                                             f'url = "http://127.0.0.1:{port}/edxml"\n'))
     base.start()
     fake = bench.peer("peerhub-base", port)
-    f0 = push_flow(bench, base, PEER_ROUTE, pool, n, {"fake_peer": fake.proc.pid})
-    base.stop()
-    fake.kill()
-    _record_flow(bench, "peer_hub", {"path": "edxml_http → fake peer", **params}, f0)
-    bench.axis_baseline = f0
-    # Two hubs.
     a, b = peer_hubs(bench, "peerhub")
-    f1 = push_flow(bench, a, PEER_ROUTE, pool, n, {"hub_b": b.pid})
+    paths = {"edxml_http → fake peer": (base, {"fake_peer": fake.proc.pid}),
+             "peer_hub → hub B": (a, {"hub_b": b.pid})}
+    flows: dict[str, dict[str, Any]] = {}
+    for path, (hub, others) in paths.items():
+        flows[path] = push_flow(bench, hub, PEER_ROUTE, pool, n, others)
+    # p99 below saturation: both paths at one offered rate, half the slower one's maximum.
+    rate = round(min(f["rate"] for f in flows.values()) / 2, 0)
+    fixed: dict[str, dict[str, Any]] = {}
+    if rate >= 5:
+        count = min(most, int(rate * secs))
+        for path, (hub, others) in paths.items():
+            fixed[path] = push_flow(bench, hub, PEER_ROUTE, pool, count, others, skip=n, rate=rate)
     from spool.sqlite.bulk import deliveries_by_state
     at_b = deliveries_by_state(b.data / "spool.db", "mailbox")
-    refused_at_b = _refusals(b)
-    a.stop()
-    b.stop()
-    _record_flow(bench, "peer_hub", {"path": "peer_hub → hub B", **params}, f1,
-                 in_b_inboxes=sum(at_b.values()), refused_at_b=refused_at_b)
+    for hub in (a, b, base):
+        hub.stop()
+    fake.kill()
+    params = {"size": "10 KB", "concurrency": 64, "documents": n}
+    for path, f in flows.items():
+        extra = ({"in_b_inboxes": sum(at_b.values()), "refused_at_b": _refusals(b)}
+                 if path.startswith("peer_hub") else {})
+        _record_flow(bench, "peer_hub", {"path": path, **params}, f, **extra)
+    for path, f in fixed.items():
+        bench.record("peer_hub.fixed_rate_p99", {"path": path, "size": "10 KB",
+                                                  "offered_rate": rate},
+                     round(f["p99_ms"], 1), "ms", p50_ms=round(f["p50_ms"], 1),
+                     achieved=round(f["rate"], 1), delivered=f["delivered"],
+                     cpu_ms_per_doc=f["cpu_ms_per_doc"], other_cores=f["other_cores"])
+    f0, f1 = flows["edxml_http → fake peer"], flows["peer_hub → hub B"]
+    bench.axis_baseline = f0
     sender0 = f0["cpu_ms_per_doc"]["sender"]
     total0 = sender0 + f0["cpu_ms_per_doc"]["fake_peer"]
     total1 = f1["cpu_ms_per_doc"]["sender"] + f1["cpu_ms_per_doc"]["hub_b"]
     bench.record("peer_hub.vs_fake_peer", params,
                  round(f1["rate"] / f0["rate"], 3) if f0["rate"] else None, "x throughput",
-                 p99_ratio=round(f1["p99_ms"] / f0["p99_ms"], 2) if f0["p99_ms"] else None,
+                 fixed_rate_p99_ratio=round(fixed["peer_hub → hub B"]["p99_ms"]
+                                            / fixed["edxml_http → fake peer"]["p99_ms"], 2)
+                 if fixed else None,
                  sender_cpu_ratio=round(f1["cpu_ms_per_doc"]["sender"] / sender0, 2)
                  if sender0 else None,
                  total_cpu_ratio=round(total1 / total0, 2) if total0 else None,

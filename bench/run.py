@@ -83,6 +83,9 @@ class Profile:
     peer_count: int = 3000
     prov_count: int = 2000
     prov_in_count: int = 1000
+    #: open-loop runs of the axis phases: seconds, and the most documents they take
+    axis_rate_seconds: float = 6.0
+    axis_rate_count: int = 1500
 
 
 FULL = Profile(
@@ -97,7 +100,8 @@ QUICK = Profile(
           (1 * MB, False): (128, 2.5), (1 * MB, True): (10, 0.8)},
     reps_10k_c64=1, floor_seconds=0.4, floor_reps=2, rate_count=400, e2e_count=400,
     depths=(0, 20_000), depth_accept=640, dispatch_count=300, big_size=10 * MB,
-    door_count=300, door_reps=1, peer_count=400, prov_count=300, prov_in_count=150)
+    door_count=300, door_reps=1, peer_count=400, prov_count=300, prov_in_count=150,
+    axis_rate_seconds=2.0, axis_rate_count=300)
 
 
 def fmt_size(n: int) -> str:
