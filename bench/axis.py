@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import subprocess
 import time
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.common import (COMMUNES, HUB_ID, OFFICES, PEER_ROUTE, PYTHON, REPO, Child, Hub,
-                          free_port, http_get, note, percentile, read_pool)
+                          free_port, http_get, note, percentile, read_pool, write_pool)
 
 if TYPE_CHECKING:
     from bench.run import Bench
@@ -201,6 +202,7 @@ def phase_peer_hub(bench: "Bench") -> None:
             fixed[path] = push_flow(bench, hub, PEER_ROUTE, pool, count, others, skip=n, rate=rate)
     from spool.sqlite.bulk import deliveries_by_state
     at_b = deliveries_by_state(b.data / "spool.db", "mailbox")
+    back = statuses_back(bench, a, b, pool, n)
     for hub in (a, b, base):
         hub.stop()
     fake.kill()
@@ -215,8 +217,14 @@ def phase_peer_hub(bench: "Bench") -> None:
                      round(f["p99_ms"], 1), "ms", p50_ms=round(f["p50_ms"], 1),
                      achieved=round(f["rate"], 1), delivered=f["delivered"],
                      cpu_ms_per_doc=f["cpu_ms_per_doc"], other_cores=f["other_cores"])
+    bench.record("peer_hub.status_back_throughput",
+                 {"path": "B's commune → hub B → peer_hub → A's sender's inbox", "code": "03",
+                  "concurrency": 64, "statuses": n},
+                 round(back["rate"], 1), "statuses/s", **{k: v for k, v in back.items()
+                                                          if k != "rate"})
     f0, f1 = flows["edxml_http → fake peer"], flows["peer_hub → hub B"]
     bench.axis_baseline = f0
+    bench.axis_rate = rate
     sender0 = f0["cpu_ms_per_doc"]["sender"]
     total0 = sender0 + f0["cpu_ms_per_doc"]["fake_peer"]
     total1 = f1["cpu_ms_per_doc"]["sender"] + f1["cpu_ms_per_doc"]["hub_b"]
@@ -229,6 +237,52 @@ def phase_peer_hub(bench: "Bench") -> None:
                  if sender0 else None,
                  total_cpu_ratio=round(total1 / total0, 2) if total0 else None,
                  total_cpu_ms_per_doc={"peer_hub": round(total1, 3), "fake_peer": round(total0, 3)})
+
+
+_DOC_ID = re.compile(rb"<(?:\w+:)?DocumentId>([^<]+)</(?:\w+:)?DocumentId>")
+
+
+def statuses_back(bench: "Bench", a: Hub, b: Hub, pool: Path, count: int) -> dict[str, Any]:
+    """Yên Thế answers each of the first ``count`` documents with status 03 on hub B
+    (closed loop, concurrency 64, its tokens from B's secret); B relays them to A, which
+    puts them in the senders' inboxes.  Rate from the first POST at B to the last commit
+    at A."""
+    from hub.edxml import samples
+    from spool.sqlite.bulk import received_times
+    organ = LUCYEN_COMMUNES[0]
+    answers = []
+    for sender, raw in read_pool(pool, count):
+        match = _DOC_ID.search(raw[:1 << 16])
+        assert match is not None
+        answers.append((organ, samples.status(organ, sender, match[1].decode(), "03",
+                                              description="Đã tiếp nhận")))
+    statuses = bench.work / b.name / "statuses.bin"
+    write_pool(statuses, iter(answers))
+    db = a.data / "spool.db"
+    before = len(received_times(db, kind="status"))
+    cpu0 = {"hub_a": _cpu(a.pid), "hub_b": _cpu(b.pid)}
+    busy0, w0 = _busy(), time.monotonic()
+    res = bench.load(b, statuses, count=len(answers), concurrency=64, max_seconds=60,
+                     warmup=0, ident=b.data)
+    limit = time.monotonic() + max(20.0, min(60.0, bench.left() - 10))
+    times: list[float] = []
+    while time.monotonic() < limit:
+        times = received_times(db, kind="status")[before:]
+        if len(times) >= res["ok"]:
+            break
+        time.sleep(0.1)
+    wall = time.monotonic() - w0
+    cpu = {k: _cpu(p) - cpu0[k] for k, p in (("hub_a", a.pid), ("hub_b", b.pid))}
+    busy = (_busy() - busy0) / wall
+    n = len(times)
+    span = (times[-1] - res["wall_start"]) if times else 0.0
+    return {"rate": n / span if span > 0 else 0.0, "accepted_at_b": res["ok"],
+            "in_senders_inboxes_at_a": n, "seconds": round(span, 2),
+            "accept_rate_at_b": round(res["throughput"] or 0.0, 1),
+            "cpu_ms_per_status": {**{k: round(v / max(1, n) * 1e3, 3) for k, v in cpu.items()},
+                                  "client": round(res["client_cpu_s"] / max(1, n) * 1e3, 3)},
+            "other_cores": round(max(0.0, busy - (sum(cpu.values()) + res["client_cpu_s"])
+                                     / wall), 2)}
 
 
 def _refusals(hub: Hub) -> int:
@@ -315,7 +369,7 @@ def inbound(bench: "Bench", name: str, pool: Path, count: int, batch: int | None
     plat.kill()
     n = len(times)
     rate = (n - 1) / (times[-1] - times[0]) if n > 1 and times[-1] > times[0] else 0.0
-    bench.record("provincial.in_throughput",
+    bench.record("provincial.in.throughput",
                  {"size": "10 KB", "documents": count, "poll_interval": POLL,
                   "batch": batch or "default (100)"},
                  round(rate, 1), "docs/s", taken_in=n,
@@ -329,7 +383,8 @@ def inbound(bench: "Bench", name: str, pool: Path, count: int, batch: int | None
 
 def phase_provincial(bench: "Bench") -> None:
     n_out, n_in = bench.p.prov_count, bench.p.prov_in_count
-    out_pool = bench.pool("prov-out", n_out, 10 * 1000, [DEPARTMENT])
+    most = bench.p.axis_rate_count
+    out_pool = bench.pool("prov-out", n_out + most, 10 * 1000, [DEPARTMENT])
     in_pool = bench.pool("prov-in", n_in, 10 * 1000, [COMMUNES[0]], senders=[DEPARTMENT])
     # Outbound: the district's communes to the department, by sendEdoc.
     secret = secrets.token_hex(16)
@@ -338,13 +393,26 @@ def phase_provincial(bench: "Bench") -> None:
     hub.start()
     params = {"size": "10 KB", "concurrency": 64, "documents": n_out}
     f = push_flow(bench, hub, "provincial", out_pool, n_out, {"platform": plat.proc.pid})
+    # p99 below saturation, at the peer_hub phase's offered rate (comparable), else at half
+    # the rate just measured.
+    rate = bench.axis_rate or round(f["rate"] / 2, 0)
+    fixed = None
+    if rate >= 5:
+        fixed = push_flow(bench, hub, "provincial", out_pool,
+                          min(most, int(rate * bench.p.axis_rate_seconds)),
+                          {"platform": plat.proc.pid}, skip=n_out, rate=rate)
     snap = _control(port)
     hub.stop()
     plat.kill()
     sends = snap["counters"]["sends"]
     _record_flow(bench, "provincial.out", params, f, platform_documents=snap["documents"],
                  platform_sends=sum(sends.values()), resent=sum(v - 1 for v in sends.values()))
-    base = getattr(bench, "axis_baseline", None)
+    if fixed is not None:
+        bench.record("provincial.out.fixed_rate_p99", {"size": "10 KB", "offered_rate": rate},
+                     round(fixed["p99_ms"], 1), "ms", p50_ms=round(fixed["p50_ms"], 1),
+                     achieved=round(fixed["rate"], 1), delivered=fixed["delivered"],
+                     cpu_ms_per_doc=fixed["cpu_ms_per_doc"], other_cores=fixed["other_cores"])
+    base = bench.axis_baseline
     if base and base["rate"]:
         bench.record("provincial.out_vs_fake_peer", params, round(f["rate"] / base["rate"], 3),
                      "x throughput", p99_ratio=round(f["p99_ms"] / base["p99_ms"], 2),

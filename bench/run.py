@@ -159,6 +159,8 @@ class Bench:
         self.tree = self.server_cwd or REPO
         #: the peer_hub phase's edxml_http → fake peer flow, for the provincial comparison
         self.axis_baseline: dict[str, Any] | None = None
+        #: the offered rate of the peer_hub phase's open-loop runs (provincial uses it too)
+        self.axis_rate: float | None = None
 
     # -- bookkeeping ------------------------------------------------------------------
 
@@ -201,9 +203,10 @@ class Bench:
 
     def load(self, hub: Hub, pool: Path, *, count: int, skip: int = 0, concurrency: int = 0,
              rate: float = 0.0, max_seconds: float = 30.0, timeout: float = 120.0,
-             warmup: int = 64) -> dict[str, Any]:
-        """Run the load generator against ``hub``; adds the server's CPU use."""
-        cmd = [PYTHON, "-m", "bench.load", "--url", hub.base, "--ident", str(self.ident),
+             warmup: int = 64, ident: Path | None = None) -> dict[str, Any]:
+        """Run the load generator against ``hub``; adds the server's CPU use.  ``ident``:
+        the directory whose token secret signs the senders' tokens (default the run's)."""
+        cmd = [PYTHON, "-m", "bench.load", "--url", hub.base, "--ident", str(ident or self.ident),
                "--pool", str(pool), "--count", str(skip + count), "--skip", str(skip),
                "--max-seconds", str(max_seconds), "--timeout", str(timeout),
                "--warmup", str(warmup)]

@@ -124,13 +124,14 @@ def delivered_times(db: Path, route: str) -> list[tuple[str, float, float]]:
         conn.close()
 
 
-def received_times(db: Path, origin_prefix: str) -> list[float]:
-    """When each envelope that came in by ``origin_prefix…`` (an adapter's ingest) was
-    committed, in order."""
+def received_times(db: Path, origin_prefix: str = "", kind: str | None = None) -> list[float]:
+    """When each envelope that came in by ``origin_prefix…`` (an adapter's ingest; "" for
+    any), of ``kind`` (edoc, status; None for both), was committed, in order."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
         return [r[0] for r in conn.execute(
-            "SELECT received_at FROM envelopes WHERE substr(origin, 1, ?) = ? ORDER BY received_at",
-            (len(origin_prefix), origin_prefix))]
+            "SELECT received_at FROM envelopes WHERE substr(origin, 1, ?) = ? "
+            "AND (? IS NULL OR kind = ?) ORDER BY received_at",
+            (len(origin_prefix), origin_prefix, kind, kind))]
     finally:
         conn.close()
