@@ -630,7 +630,7 @@ class Bench:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="lienthong-hub benchmarks")
-    p.add_argument("--quick", action="store_true", help="small run, under a minute")
+    p.add_argument("--quick", action="store_true", help="small run, about a minute")
     p.add_argument("--phases", default="floor,accept,e2e,depth,big,peer_hub",
                    help="comma list of: floor, accept, e2e, depth, big, peer_hub, door, "
                    "provincial (door and provincial are not in the default list: run them "
