@@ -32,7 +32,7 @@ COMMANDS: dict[str, Command] = {}
 #: Feature modules that add commands: each has ``add_parsers(sub, common)`` and
 #: registers its handlers with ``@command(name)``.
 CLI_MODULES: tuple[str, ...] = ("hub.cli.queue", "hub.cli.tail", "hub.cli.keys", "hub.cli.receipts",
-                                "hub.cli.audit")
+                                "hub.cli.audit", "hub.cli.sim")
 
 #: Organisations whose tokens `make run` prints, for the README walkthrough.
 EXAMPLE_TOKENS = (("000.01.48.H63", "agency", "UBND thị trấn Mậu A (commune)"),
