@@ -192,6 +192,7 @@ class ProvincialAdapter(Adapter):
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.errors: collections.Counter[str] = collections.Counter()
+        self._listing_failed = False
 
     # ---------------------------------------------------------------- life cycle
 
@@ -300,9 +301,15 @@ class ProvincialAdapter(Adapter):
                     items = await client.get_received_edoc_list(messagetype)
                 except VxpError as exc:
                     self._failed(exc, f"getReceivedEdocList {messagetype}")
-                    self.log.warning("listing %s on the platform failed: %s", messagetype,
-                                     exc.message)
+                    # Once per outage at warning, not once per poll interval.
+                    self.log.log(logging.DEBUG if self._listing_failed else logging.WARNING,
+                                 "listing %s on the platform failed: %s (polling on every %gs)",
+                                 messagetype, exc.message, self.options.poll_interval)
+                    self._listing_failed = True
                     raise _StopPoll from None
+                if self._listing_failed:
+                    self._listing_failed = False
+                    self.log.info("listing on the platform works again")
                 for item in items[:self.options.batch]:
                     await self._take(client, port, item)
         except _StopPoll:
