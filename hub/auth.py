@@ -22,6 +22,7 @@ import json
 import os
 import secrets
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from hub.errors import AuthError, ConfigError, ForbiddenError
@@ -84,6 +85,8 @@ def load_secret(data_dir: Path, *, create: bool = True) -> bytes:
 
 
 _VERIFIED_MAX = 10_000
+#: What every refused token's message ends with.
+_NEW_TOKEN = "get a new one from the hub's operator (`lienthong token ORGANID`)"
 
 
 class TokenAuthority:
@@ -115,12 +118,15 @@ class TokenAuthority:
     def verify(self, token: str, now: float | None = None) -> Identity:
         known = self._verified.get(token)
         if known is None:
-            try:
-                version, payload, mac = token.split(".")
-            except ValueError:
-                raise AuthError("malformed token", code="bad_token") from None
-            if version != "lt1" or not hmac.compare_digest(mac, self._mac(payload)):
-                raise AuthError("invalid token", code="bad_token")
+            parts = token.split(".")
+            if len(parts) != 3 or parts[0] != "lt1" or not all(parts):
+                raise AuthError("malformed token: a lienthong token is lt1.<payload>.<mac>; "
+                                f"{_NEW_TOKEN}", code="malformed_token")
+            _version, payload, mac = parts
+            if not hmac.compare_digest(mac, self._mac(payload)):
+                raise AuthError("invalid token: it was not signed by this hub (another hub's "
+                                f"token, or this hub's secret has changed since); {_NEW_TOKEN}",
+                                code="bad_token")
             claims = json.loads(_unb64(payload))
             known = (claims["o"], claims["r"], claims["exp"], claims.get("rt"))
             if len(self._verified) >= _VERIFIED_MAX:
@@ -128,7 +134,9 @@ class TokenAuthority:
             self._verified[token] = known
         organ, role, expires, route = known
         if expires < (time.time() if now is None else now):
-            raise AuthError("token expired", code="token_expired")
+            when = datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
+            raise AuthError(f"token expired at {when}; {_NEW_TOKEN}", code="token_expired",
+                            details={"expired_at": when})
         if role not in ROLES or not self._known(organ):
             raise AuthError(f"token names unknown organisation {organ}", code="bad_token")
         if (role == "relay") != (route is not None):

@@ -13,6 +13,8 @@ directory (``provincial``, ``peer.yenbinh``, …).
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import os
 import re
 import tomllib
@@ -81,8 +83,8 @@ def _workers(value: Any) -> int:
 
 def _listen(value: Any) -> str:
     host, sep, port = str(value).rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(f"listen must be HOST:PORT, not {value!r}")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"listen must be HOST:PORT (port 0 to 65535), not {value!r}")
     return str(value)
 
 
@@ -107,6 +109,27 @@ PARAMS: tuple[Param, ...] = (
     Param("max_envelope_size", "128MiB", parse_size,
           "Largest envelope accepted; a larger body is refused (413) before it is read whole."),
     Param("max_xml_depth", 64, int, "Deepest element nesting accepted in an envelope."),
+    Param("max_xml_elements", 100000, int,
+          "Most elements in one envelope, and most attributes in all (413 too_many_elements / "
+          "too_many_attributes, checked on the bytes before the tree is built). A document's "
+          "header is about 100 elements; attachments are one text node each."),
+    Param("max_xml_attributes", 256, int,
+          "Most attributes (namespace declarations included) on one element "
+          "(413 too_many_attributes)."),
+    Param("max_xml_namespaces", 256, int,
+          "Most namespace declarations in one envelope (413 too_many_namespaces)."),
+    Param("max_xml_text", "1MiB", parse_size,
+          "Longest text node, comment or attribute value, except an attachment's base64 "
+          "content (ContentTransferEncoded), which only max_envelope_size bounds "
+          "(413 xml_text_too_long)."),
+    Param("max_text_field", "16KiB", parse_size,
+          "Longest free-text field the hub keeps and lists (Subject, Description, OrganName), "
+          "in characters (413 field_too_long)."),
+    Param("max_recipients", 500, int,
+          "Most recipients (To) of one document: each is a delivery (413 too_many_recipients)."),
+    Param("max_listing_bytes", "4MiB", parse_size,
+          "Largest JSON page of a listing (GET /v1/inbox, /v1/queue, /v1/receipts) or batch of "
+          "/v1/events; a page that would be larger ends early with its next cursor."),
     Param("inline_payload_limit", "64KiB", parse_size,
           "Payloads up to this size are stored inside the database; larger ones as files "
           "(fsync + atomic rename) under data_dir/payloads."),
@@ -222,6 +245,36 @@ def build_settings(raw: dict[str, Any], adapters: dict[str, dict[str, Any]] | No
     return settings
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
+
+
+def toml_key(key: str) -> str:
+    """A TOML key: bare when it can be, quoted otherwise (``"peer.lucyen"``)."""
+    return key if _BARE_KEY.match(key) else toml_value(key)
+
+
+def toml_value(value: Any) -> str:
+    """A TOML value for what a hub.toml may hold: strings, numbers, booleans,
+    arrays and (inline) tables.  ``lienthong conf`` prints with it, so its
+    output can be pasted back into hub.toml."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, str):
+        # A JSON string is a TOML basic string: the same quotes and escapes.
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{toml_key(str(k))} = {toml_value(v)}" for k, v in value.items()) + "}"
+    raise ConfigError(f"cannot write {value!r} as TOML")
+
+
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     """Read ``path`` (if given) and apply non-None ``overrides`` (command-line flags)."""
     raw: dict[str, Any] = {}
@@ -232,8 +285,11 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
                 doc = tomllib.load(fh)
         except FileNotFoundError:
             raise ConfigError(f"configuration file {path} does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration file {path}: {exc.strerror or exc}") from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
+            raise ConfigError(f"{path} is not valid TOML: {exc} (conf/hub.toml shows every key "
+                              f"in its form)") from None
         adapters = doc.pop("adapters", {}) or {}
         for name, table in adapters.items():
             if not isinstance(table, dict) or "class" not in table:

@@ -21,9 +21,8 @@ from hub.config import Settings
 from hub.context import HubContext
 from hub.node import open_hub
 from hub.errors import ForbiddenError, NotFoundError, ValidationError
-from hub.api.base import (HUB, XML_TYPES, errors_middleware, hub_of, identity, int_param, iso,
-                     json_response,
-                     read_body)
+from hub.api.base import (HUB, XML_TYPES, errors_middleware, fit_page, hub_of, identity,
+                          int_param, iso, json_response, read_body)
 from spool.payloads import LARGE, SpooledBody
 
 #: Feature modules that mount their own routes: each has ``setup_routes(app)``.
@@ -37,7 +36,8 @@ async def post_envelope(request: web.Request) -> web.Response:
     ident = identity(request, "agency", "relay")
     ctype = request.content_type.lower()
     if ctype not in XML_TYPES:
-        raise ValidationError(f"Content-Type must be application/xml, not {ctype}",
+        raise ValidationError(f"Content-Type must be application/xml, not {ctype}: send the edXML "
+                              f"envelope itself as the body, with Content-Type: application/xml",
                               code="unsupported_media_type", http_status=415)
     raw = await read_body(request, hub.settings.max_envelope_size, spill=hub.spool.payloads)
     if not raw:
@@ -104,8 +104,11 @@ async def get_inbox(request: web.Request) -> web.Response:
             "status_code": i["status_code"], "size": i["size"], "sha256": i["sha256"],
             "received_at": iso(i["received_at"]), "fetched": i["fetched_at"] is not None,
             "url": f"/v1/inbox/{i['id']}", "cursor": i["delivery_id"]} for i in items]
+    fits = fit_page(out, hub.settings.max_listing_bytes)
+    full = len(out) == limit or fits < len(out)
+    out = out[:fits]
     body: dict[str, Any] = {"organ": ident.organ, "items": out}
-    if len(out) == limit:
+    if full:
         body["next"] = f"/v1/inbox?after={out[-1]['cursor']}&limit={limit}"
     return json_response(body)
 

@@ -32,6 +32,18 @@ def json_response(data: Any, status: int = 200, **kwargs: Any) -> web.Response:
                         content_type="application/json", **kwargs)
 
 
+def fit_page(items: list[Any], max_bytes: int) -> int:
+    """How many of ``items`` (at least one, so paging always moves on) fit in a
+    JSON page of about ``max_bytes``: listings are bounded in bytes as well as
+    in count (``max_listing_bytes``), and a page cut short carries its cursor."""
+    total = 0
+    for count, item in enumerate(items):
+        total += len(json.dumps(item, ensure_ascii=False, default=str).encode("utf-8")) + 1
+        if total > max_bytes and count:
+            return count
+    return len(items)
+
+
 def error_response(exc: HubError) -> web.Response:
     headers = {}
     if exc.http_status == 401:
