@@ -406,8 +406,12 @@ async def test_refused_documents_are_confirmed_fail_and_counted(platform, scene)
     await eventually(lambda: s.confirmed(spoof, "fail") == 1 and s.confirmed(orphan, "fail") == 1)
     assert await s.inbox(VP_UBND) == [] and await s.inbox(MAU_A) == []
     assert s.adapter.health()["refused_in"] == 2
-    refused = await eventually(lambda: s.hub.spool.events(0, 100, kinds=["refused"]))
-    assert {e.detail["code"] for e in refused} == {"route_not_allowed", "unknown_document"}
+    async def refusals():
+        events = await s.hub.spool.events(0, 100, kinds=["refused"])
+        return events if len(events) >= 2 else None
+    refused = await eventually(refusals, what="both refusals in the audit log")
+    assert {(e.detail["code"], e.detail["route"]) for e in refused} == \
+        {("route_not_allowed", "provincial"), ("unknown_document", "provincial")}
     assert s.hub_mailbox("edoc") == [] and s.hub_mailbox("status") == []
 
 
