@@ -181,6 +181,36 @@ PARAMS: tuple[Param, ...] = (
           "Above this much payload in the spool, new envelopes get 503 with Retry-After."),
     Param("min_free_space", "512MiB", parse_size,
           "Below this much free disk under data_dir, new envelopes get 503 with Retry-After."),
+    Param("header_read_timeout", "10s", parse_duration,
+          "A connection must deliver a whole request head (request line and headers) within "
+          "this long after it opens, or after the first byte of its next request; else it is "
+          "closed (slow-loris)."),
+    Param("body_read_timeout", "30s", parse_duration,
+          "A request body may take this long plus one second per min_body_rate bytes received; "
+          "a slower body is answered 408 request_timeout and its connection closed."),
+    Param("min_body_rate", "1KiB", parse_size,
+          "Bytes per second a request body must average once body_read_timeout has passed."),
+    Param("idle_timeout", "30s", parse_duration,
+          "A keep-alive connection with no request in progress is closed after this long."),
+    Param("max_connections", 512, int,
+          "Most client connections open at once; one more is answered 503 too_many_connections "
+          "and closed. Keep it well under the hub's file-descriptor limit."),
+    Param("rate_limit_per_identity", 200.0, float,
+          "Requests per second one authenticated identity (organisation and role) may make on "
+          "average; more are answered 429 rate_limited with Retry-After. 0: no limit."),
+    Param("rate_limit_identity_burst", 400, int,
+          "Requests one identity may make at once above its rate (the token bucket's size)."),
+    Param("rate_limit_per_address", 1000.0, float,
+          "Requests per second one client address may make on average, with or without a valid "
+          "token; checked before anything else. 0: no limit."),
+    Param("rate_limit_address_burst", 2000, int,
+          "Requests one address may make at once above its rate (the token bucket's size)."),
+    Param("refusal_audit_window", "60s", parse_duration,
+          "Refusals of one kind (code) from one source are written to the audit log one by one "
+          "up to refusal_audit_burst per window; the rest of the window is one refused_summary "
+          "entry with their count."),
+    Param("refusal_audit_burst", 20, int,
+          "Refusals of one code from one source written individually per refusal_audit_window."),
     Param("log_level", "info", _choice("debug", "info", "warning", "error"), "Logging threshold."),
 )
 _BY_NAME = {p.name: p for p in PARAMS}

@@ -16,6 +16,8 @@ from typing import Any, AsyncIterator, Callable
 
 from aiohttp import web
 
+from hub.api.guard import GUARD, ConnectionGuard, guard_middleware
+from hub.api.ratelimit import LIMITS, Limits, ratelimit_middleware
 from hub.cleanup import accept as cleanup
 from hub.config import Settings
 from hub.context import HubContext
@@ -121,7 +123,8 @@ async def get_inbox_item(request: web.Request) -> web.Response:
     if item is None:
         await not_in_inbox(hub, ident.organ, message_id)
     raw = await hub.spool.payload(item["sha256"], path_over=LARGE)
-    await hub.spool.mark_fetched(item["id"])
+    if request.method == "GET":  # HEAD only looks: the item stays unfetched
+        await hub.spool.mark_fetched(item["id"])
     headers = {"X-Lienthong-Message-Id": message_id, "X-Lienthong-Sender": item["sender"],
                "X-Lienthong-Kind": item["kind"], "X-Lienthong-State": item["state"],
                "ETag": f'"{item["sha256"]}"'}
@@ -200,8 +203,10 @@ def add_routes(app: web.Application) -> None:
 def create_app(settings: Settings, *, clock: Callable[[], float] | None = None,
                adapters: dict[str, Any] | None = None) -> web.Application:
     """The aiohttp application for ``settings``; the hub opens with the app."""
-    app = web.Application(middlewares=[errors_middleware],
+    app = web.Application(middlewares=[guard_middleware, errors_middleware, ratelimit_middleware],
                           client_max_size=settings.max_envelope_size + 1)
+    app[GUARD] = ConnectionGuard(settings)
+    app[LIMITS] = Limits(settings)
 
     async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
         async with open_hub(settings, clock=clock, run_queue=True, adapters=adapters) as hub:

@@ -186,9 +186,11 @@ async def _status_record(hub: HubContext, message_id: str, ins: Inspected, raw: 
 def _record_refusal(hub: HubContext, identity: Identity, origin: str, exc: HubError) -> None:
     if exc.http_status >= 500:
         return
-    detail = {"code": exc.code, "message": exc.message[:500], "origin": origin}
-    if identity.route is not None:
-        detail["route"] = identity.route
+    extra = {"route": identity.route} if identity.route is not None else {}
+    if hub.refusals is not None:  # one by one, or summarised under a flood
+        hub.refusals.record(identity.organ, origin, exc, **extra)
+        return
+    detail = {"code": exc.code, "message": exc.message[:500], "origin": origin, **extra}
     try:
         fut = hub.spool.record_event("refused", organ=identity.organ, **detail)
     except HubError:

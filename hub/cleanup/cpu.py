@@ -33,6 +33,7 @@ from hub.crypto.keys import HubKeys, TrustStore
 from hub.receipts.format import ReceiptFields, build_receipt, build_receipts
 from hub.crypto.signing import verify_sender
 from hub.cleanup.workers import WorkerPool
+from hub.private import private_dir
 from spool.payloads import SpooledBody
 
 #: Envelopes above this size are parsed in a worker thread, not on the event loop.
@@ -208,7 +209,7 @@ class CpuPool:
         caller sends it and removes it."""
         if not isinstance(raw, Path):
             return await self.sign_hop(raw, now)
-        outgoing.mkdir(exist_ok=True)
+        private_dir(outgoing)
         out = outgoing / f"{secrets.token_hex(12)}.part"
         try:
             await self.sign_hop_file(raw, out, now)

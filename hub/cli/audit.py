@@ -49,6 +49,7 @@ from hub.cli.client import HubClient
 from hub.cli.main import URL_HELP, client, command, directory_of
 from hub.config import Settings
 from hub.errors import HubError
+from hub.textsafe import safe_json, say
 from spool import open_spool
 
 FORMAT = "lienthong-audit/1"
@@ -77,7 +78,7 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "export":
         return _export(args, settings)
     if args.file is not None and args.db:
-        print("lienthong audit verify: give FILE or --db, not both", file=sys.stderr)
+        say("lienthong audit verify: give FILE or --db, not both", file=sys.stderr)
         return 2
     if args.file is None and not args.db:
         with client(args, settings, "auditor", 3600) as hub:
@@ -90,9 +91,9 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
         certs = _certs(args, settings)
         report = _verify_file(args.file, certs) if args.file else _verify_db(settings, certs)
         if isinstance(report, str):
-            print(report)
+            say(report)
             return 1
-    print(report.summary())
+    say(report.summary())
     return 0 if report.ok else 1
 
 
@@ -121,7 +122,7 @@ def _export_from(hub: HubClient, args: argparse.Namespace, settings: Settings) -
     part = args.output.with_name(args.output.name + ".part") if args.output else None
     count, after = 0, 0
     with open(part, "w", encoding="utf-8") if part else contextlib.nullcontext(sys.stdout) as out:
-        out.write(json.dumps({"export": header}, ensure_ascii=False) + "\n")
+        out.write(safe_json(json.dumps({"export": header}, ensure_ascii=False)) + "\n")
         while True:
             query = {"format": "jsonl", "limit": "1000", "after": str(after)}
             if args.since:
@@ -130,15 +131,16 @@ def _export_from(hub: HubClient, args: argparse.Namespace, settings: Settings) -
             if reply.status != 200:
                 raise hub.refused(reply, "audit export")
             lines = reply.body.decode("utf-8").splitlines()
-            out.writelines(line + "\n" for line in lines)
+            out.writelines(safe_json(line) + "\n" for line in lines)
             count += len(lines)
             if len(lines) < 1000:
                 break
             after = json.loads(lines[-1])["id"]
-        out.writelines(json.dumps({"checkpoint": cp}, ensure_ascii=False) + "\n" for cp in checkpoints)
+        out.writelines(safe_json(json.dumps({"checkpoint": cp}, ensure_ascii=False)) + "\n"
+                       for cp in checkpoints)
     if part:
         os.replace(part, args.output)
-    print(f"exported {count} entries and {len(checkpoints)} checkpoints"
+    say(f"exported {count} entries and {len(checkpoints)} checkpoints"
           + (f" to {args.output}" if args.output else ""), file=sys.stderr)
     return 0
 

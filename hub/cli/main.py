@@ -28,6 +28,7 @@ from hub.auth import ROLES, TokenAuthority, load_secret
 from hub.config import PARAMS, Settings, load_settings, toml_key, toml_value
 from hub.directory import KINDS
 from hub.errors import HubError
+from hub.textsafe import say, say_json
 
 if TYPE_CHECKING:
     from hub.cli.client import HubClient
@@ -133,12 +134,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args, settings)
     except HubError as exc:
         where = getattr(exc, "what", None) or args.command
-        print(f"lienthong {where}: {exc.code}: {exc.message}", file=sys.stderr)
+        say(f"lienthong {where}: {exc.code}: {exc.message}", file=sys.stderr)
         return int(getattr(exc, "exit_status", 2))
     except OSError as exc:
         if exc.filename is None:  # not a file the user named: a real fault, keep its traceback
             raise
-        print(f"lienthong {args.command}: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        say(f"lienthong {args.command}: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -149,6 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 @command("serve")
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from aiohttp import web
+    from aiohttp.web_runner import GracefulExit
 
     from hub.api.app import create_app
     from hub.cli.client import forget_serving, read_serving, record_serving
@@ -168,8 +170,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
               file=sys.stderr)
         return 1
     host, port = sock.getsockname()[:2]
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from hub.api.guard import serve
+    from hub.textsafe import install_log
+    # Everything the hub creates under its data directory is its user's alone.
+    os.umask(0o077)
+    install_log(settings.log_level)
     # APScheduler narrates every timer run at INFO; the hub logs what matters.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
     app = create_app(settings)
@@ -177,6 +182,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     print(f"lienthong-hub listening on http://{shown} (data: {settings.data_path})", flush=True)
     _return_big_buffers()
     loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     _stop_on_signals(loop)
 
     async def settle_garbage(app: web.Application) -> None:
@@ -188,9 +194,21 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         # Open and listening from here on: clients of this data directory find us.
         record_serving(settings.data_path, host, port)
     app.on_startup.append(settle_garbage)
+    runner = None
     try:
-        web.run_app(app, sock=sock, print=None, access_log=None, handle_signals=False, loop=loop)
+        runner = loop.run_until_complete(serve(app, settings, sock))
+        loop.run_forever()
+    except (GracefulExit, KeyboardInterrupt):
+        pass
     finally:
+        if runner is not None:
+            loop.run_until_complete(runner.cleanup())
+        leftovers = asyncio.all_tasks(loop)
+        for task in leftovers:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
         forget_serving(settings.data_path)
     # Stopped: the interpreter's exit would put back the default (death) for
     # any signal still to come; it has nothing left to interrupt.
@@ -281,7 +299,7 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
         print("lienthong token: give an OrganId (or --examples)", file=sys.stderr)
         return 2
     if args.organ not in directory:
-        print(f"lienthong token: {args.organ} is not in the directory", file=sys.stderr)
+        say(f"lienthong token: {args.organ} is not in the directory", file=sys.stderr)
         return 2
     if (args.role == "relay") != bool(args.route):
         print("lienthong token: a relay token needs --route ROUTE (the route the peer hub or "
@@ -321,7 +339,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
         body = reply.json()
     except ValueError:
         raise hub.refused(reply, "submit") from None
-    print(json.dumps(body, ensure_ascii=False, indent=2))
+    say_json(body)
     return 0 if reply.status in (200, 202) else 1
 
 
@@ -333,12 +351,12 @@ def cmd_directory(args: argparse.Namespace, settings: Settings) -> int:
     if args.kind:
         rows = [r for r in rows if r["kind"] == args.kind]
     if args.json:
-        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        say_json(rows)
         return 0
-    print(f"{'ORGANID':<15} {'KIND':<20} {'ROUTE':<16} NAME")
+    say(f"{'ORGANID':<15} {'KIND':<20} {'ROUTE':<16} NAME")
     for r in rows:
-        print(f"{r['id']:<15} {r['kind']:<20} {r['route']:<16} {r['name']}")
-    print(f"-- {len(rows)} organisations")
+        say(f"{r['id']:<15} {r['kind']:<20} {r['route']:<16} {r['name']}")
+    say(f"-- {len(rows)} organisations")
     return 0
 
 
@@ -360,7 +378,7 @@ def _resolve(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_conf(args: argparse.Namespace, settings: Settings) -> int:
     """The effective configuration as TOML: it can be pasted into hub.toml."""
     raw = settings.raw()
-    print(f"# effective configuration (file: {settings.source or 'none, built-in defaults'})")
+    say(f"# effective configuration (file: {settings.source or 'none, built-in defaults'})")
     for p in PARAMS:
         value = raw[p.name]
         marker = "" if value == p.default else "   # changed"

@@ -7,7 +7,6 @@ spool writer and is recorded in its event log.
 from __future__ import annotations
 
 import argparse
-import json
 import urllib.parse
 from datetime import datetime
 from typing import Any, Callable
@@ -18,6 +17,7 @@ from hub.config import Settings
 from spool.states import State
 
 STATES = tuple(s.value for s in State)
+from hub.textsafe import say, say_json
 
 
 def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -81,10 +81,10 @@ def _queue(hub: HubClient, args: argparse.Namespace) -> int:
         raise hub.refused(reply, f"queue {args.action}")
     body = reply.json()
     if args.json:
-        print(json.dumps(body, ensure_ascii=False, indent=2))
+        say_json(body)
     else:
         for c in body["changed"]:
-            print(f"{c['delivery_id']:>8} {c['message_id']} {c['recipient']}: {c['from']} -> {c['state']}")
+            say(f"{c['delivery_id']:>8} {c['message_id']} {c['recipient']}: {c['from']} -> {c['state']}")
     return 0
 
 
@@ -97,41 +97,41 @@ def _age(seconds: float) -> str:
 
 def _print_list(items: list[dict[str, Any]], as_json: bool) -> int:
     if as_json:
-        print(json.dumps(items, ensure_ascii=False, indent=2))
+        say_json(items)
         return 0
-    print(f"{'DELIVERY':>8} {'MESSAGE':<26} {'STATE':<9} {'AGE':>5} {'TRIES':>5} "
+    say(f"{'DELIVERY':>8} {'MESSAGE':<26} {'STATE':<9} {'AGE':>5} {'TRIES':>5} "
           f"{'ROUTE':<14} {'SENDER':<14} -> RECIPIENT")
     for r in items:
-        print(f"{r['delivery_id']:>8} {r['message_id']:<26} {r['state']:<9} "
+        say(f"{r['delivery_id']:>8} {r['message_id']:<26} {r['state']:<9} "
               f"{_age(r['age_seconds']):>5} {r['attempts']:>5} {r['route']:<14} "
               f"{r['sender']:<14} -> {r['recipient']}")
         if r["last_error"]:
-            print(f"{'':>9}({r['last_error'][:110]})")
-    print(f"-- {len(items)} deliveries")
+            say(f"{'':>9}({r['last_error'][:110]})")
+    say(f"-- {len(items)} deliveries")
     return 0
 
 
 def _print_show(body: dict[str, Any], as_json: bool) -> int:
     if as_json:
-        print(json.dumps(body, ensure_ascii=False, indent=2))
+        say_json(body)
         return 0
     p = body["payload"]
-    print(f"message     {body['message_id']} ({body['kind']}, origin {body['origin']})")
-    print(f"sender      {body['sender']}")
-    print(f"document    {body['document_id']}  {body['code'] or ''}")
-    print(f"subject     {body['subject'] or ''}")
-    print(f"received    {body['received_at']}")
-    print(f"payload     {p['size']} bytes, sha256 {p['sha256']}")
-    print(f"signature   {p['signature'].get('result')}: {p['signature'].get('detail', '')}")
-    print("deliveries")
+    say(f"message     {body['message_id']} ({body['kind']}, origin {body['origin']})")
+    say(f"sender      {body['sender']}")
+    say(f"document    {body['document_id']}  {body['code'] or ''}")
+    say(f"subject     {body['subject'] or ''}")
+    say(f"received    {body['received_at']}")
+    say(f"payload     {p['size']} bytes, sha256 {p['sha256']}")
+    say(f"signature   {p['signature'].get('result')}: {p['signature'].get('detail', '')}")
+    say("deliveries")
     for d in body["deliveries"]:
-        print(f"  {d['delivery_id']:>6} {d['recipient']:<14} {d['route']:<14} {d['state']:<9} "
+        say(f"  {d['delivery_id']:>6} {d['recipient']:<14} {d['route']:<14} {d['state']:<9} "
               f"attempts={d['attempts']} next={d['next_attempt_at']} expires={d['expires_at']}")
         if d["last_error"]:
-            print(f"         last error: {d['last_error']}")
-    print("events")
+            say(f"         last error: {d['last_error']}")
+    say("events")
     for e in body["events"]:
         when = datetime.fromisoformat(e["at"].replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M:%S")
         extra = " ".join(f"{k}={v}" for k, v in e["detail"].items() if k not in ("recipients",))
-        print(f"  #{e['id']:<6} {when} {e['kind']:<15} {e['state'] or '':<9} {e['organ'] or ''} {extra}")
+        say(f"  #{e['id']:<6} {when} {e['kind']:<15} {e['state'] or '':<9} {e['organ'] or ''} {extra}")
     return 0

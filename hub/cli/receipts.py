@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 import urllib.parse
 from pathlib import Path
@@ -28,6 +27,7 @@ from hub.errors import ValidationError
 from hub.receipts.format import EVENTS, RNS, verify_receipt
 from hub.receipts.issuer import RECORDED
 from spool.states import State
+from hub.textsafe import escape, say, say_json
 
 _FILTERS = ("document", "organ", "event", "state", "since", "until")
 
@@ -76,7 +76,7 @@ def cmd_receipts(args: argparse.Namespace, settings: Settings) -> int:
         raise hub.refused(reply, "receipts get")
     if args.output:
         args.output.write_bytes(reply.body)
-        print(f"{args.output}: receipt {args.id} ({len(reply.body)} bytes)", file=sys.stderr)
+        say(f"{args.output}: receipt {args.id} ({len(reply.body)} bytes)", file=sys.stderr)
     else:
         sys.stdout.buffer.write(reply.body)
         sys.stdout.flush()
@@ -112,22 +112,22 @@ def _query(hub: HubClient, args: argparse.Namespace) -> int:
         if got < page:
             break
     if args.csv:
-        sys.stdout.write("".join(csv_parts))
+        sys.stdout.write("".join(escape(line.rstrip("\r\n")) + "\n" for line in csv_parts))
     elif args.json:
-        print(json.dumps(items, ensure_ascii=False, indent=2))
+        say_json(items)
     else:
         _print_table(items)
     return 0
 
 
 def _print_table(items: list[dict[str, Any]]) -> None:
-    print(f"{'SEQ':>6} {'TIME':<24} {'EVENT':<9} {'STATE':<9} {'BS':<2} {'SIG':<8} "
+    say(f"{'SEQ':>6} {'TIME':<24} {'EVENT':<9} {'STATE':<9} {'BS':<2} {'SIG':<8} "
           f"{'MESSAGE':<26} {'SENDER':<14} -> RECIPIENT")
     for r in items:
-        print(f"{r['seq']:>6} {r['time']:<24} {r['event']:<9} {r['state'] or '':<9} "
+        say(f"{r['seq']:>6} {r['time']:<24} {r['event']:<9} {r['state'] or '':<9} "
               f"{r['business_status'] or '':<2} {r['sender_signature'] or '':<8} "
               f"{r['message_id']:<26} {r['sender']:<14} -> {r['recipient'] or ''}")
-    print(f"-- {len(items)} receipts" + (f" (next: --after {items[-1]['seq']})" if items else ""))
+    say(f"-- {len(items)} receipts" + (f" (next: --after {items[-1]['seq']})" if items else ""))
 
 
 # -- offline ----------------------------------------------------------------------------
@@ -156,19 +156,19 @@ def _claimed_time(xml: bytes) -> dt.datetime | None:
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
     cert_file = _hub_cert_file(args, settings)
     if cert_file is None:
-        print(f"lienthong receipts verify: no hub certificate at "
+        say(f"lienthong receipts verify: no hub certificate at "
               f"{settings.data_path / 'keys' / 'hub.pem'}: give --cert HUB_CERT", file=sys.stderr)
         return 2
     try:
         cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
         xml = args.file.read_bytes()
     except (OSError, ValueError) as exc:
-        print(f"lienthong receipts verify: {exc}", file=sys.stderr)
+        say(f"lienthong receipts verify: {exc}", file=sys.stderr)
         return 2
     try:
         f = verify_receipt(xml, cert, at=_claimed_time(xml))
     except ValidationError as exc:
-        print(f"{args.file}: invalid: {exc.message}", file=sys.stderr)
+        say(f"{args.file}: invalid: {exc.message}", file=sys.stderr)
         return 1
     for label, value in (("receipt", f.receipt_id), ("message", f.message_id),
                          ("document", f.document_id), ("sha256", f.document_sha256),
@@ -178,6 +178,6 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
                          ("time", f.time.isoformat()), ("sender signature", f.sender_signature),
                          ("hub", f.hub_id)):
         if value is not None:
-            print(f"{label:<17} {value}")
-    print(f"valid (signed by {cert.subject.rfc4514_string()})")
+            say(f"{label:<17} {value}")
+    say(f"valid (signed by {cert.subject.rfc4514_string()})")
     return 0

@@ -36,6 +36,7 @@ from hub.cli.main import URL_HELP, authority, command, directory_of
 from hub.config import Settings
 from hub.errors import HubError
 from spool.states import State
+from hub.textsafe import escape, safe_json
 
 #: Seconds between reconnection attempts: the first, and the most.
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 10.0
@@ -135,25 +136,25 @@ def _shown(value: Any) -> str:
     elif isinstance(value, dict):
         value = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     text = str(value)
-    return text if _BARE.match(text) else json.dumps(text, ensure_ascii=False)
+    return escape(text) if _BARE.match(text) else safe_json(json.dumps(text, ensure_ascii=False))
 
 
 def event_line(ev: dict[str, Any], colour: bool = False) -> str:
     """``2026-11-26 06:01:02 #123 state delivered 01J… 000.31.48.H63 route=mailbox …``"""
     when = datetime.fromtimestamp(float(ev.get("at") or 0)).strftime("%Y-%m-%d %H:%M:%S")
-    kind, state = str(ev.get("kind", "?")), ev.get("state") or "-"
+    kind, state = escape(ev.get("kind", "?")), escape(ev.get("state") or "-")
     detail = ev.get("detail") or {}
     keys = [k for k in _DETAIL_ORDER if k in detail]
     keys += sorted(k for k in detail if k not in keys and k not in _DETAIL_HIDDEN)
     pairs = " ".join(f"{_DETAIL_NAMES.get(k, k)}={_shown(detail[k])}" for k in keys
                      if detail[k] is not None)
-    head = f"{when} #{ev.get('id')}"
+    head = f"{when} #{escape(ev.get('id'))}"
     what = f"{kind} {state}"
     if colour:
         code = _STATE_COLOURS.get(state, "0") if kind == "state" else _KIND_COLOURS.get(kind, "0")
         head, what = f"\033[2m{head}{_RESET}", f"\033[{code}m{what}{_RESET}"
-    return " ".join(p for p in (head, what, ev.get("message_id") or "-", ev.get("organ") or "-",
-                                pairs) if p)
+    return " ".join(p for p in (head, what, escape(ev.get("message_id") or "-"),
+                                escape(ev.get("organ") or "-"), pairs) if p)
 
 
 class Printer:
@@ -164,7 +165,7 @@ class Printer:
 
     def event(self, ev: dict[str, Any]) -> None:
         if self.as_json:
-            self.out.write(json.dumps(ev, ensure_ascii=False, separators=(",", ":")) + "\n")
+            self.out.write(safe_json(json.dumps(ev, ensure_ascii=False, separators=(",", ":"))) + "\n")
         else:
             self.out.write(event_line(ev, self.colour) + "\n")
 
@@ -193,7 +194,7 @@ class Trouble(Exception):
 
 
 def note(message: str) -> None:
-    print(f"lienthong tail: {message}", file=sys.stderr, flush=True)
+    print(f"lienthong tail: {escape(message)}", file=sys.stderr, flush=True)
 
 
 class Tail:

@@ -39,6 +39,7 @@ from typing import Any, Awaitable, Callable, Iterator, Sequence
 import aiosqlite
 
 from hub.errors import ConflictError, HubError, NotFoundError, SpoolError
+from hub.private import FILE_MODE, private_dir, private_file, tighten
 from spool.sqlite.migrations import migrate
 from spool.payloads import PayloadStore, SpooledBody
 from spool.records import Event, NewEnvelope, StoreResult
@@ -108,7 +109,11 @@ class SqliteSpool(QueueMixin, LogMixin, Spool):
                                               uri=True, isolation_level=None)
             self._r.row_factory = sqlite3.Row
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
+        # -wal and -shm take the database file's mode: make it private before SQLite does.
+        private_file(self.db_path)
+        for side in ("-wal", "-shm"):
+            tighten(Path(f"{self.db_path}{side}"), FILE_MODE)
         self._w = await aiosqlite.connect(self.db_path, isolation_level=None)
         for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON",
                        "busy_timeout=10000", "cache_size=-65536"):
@@ -543,6 +548,9 @@ def _store(tx: Tx, rec: NewEnvelope, payload_rel: str | None, inline_limit: int,
     if payload_rel is not None:  # an earlier copy may have been inline or retired
         c.execute("UPDATE payloads SET path = ? WHERE sha256 = ? AND data IS NULL",
                   (payload_rel, rec.sha256))
+    else:  # an earlier copy's bytes may have been retired: this document brings them back
+        c.execute("UPDATE payloads SET data = ? WHERE sha256 = ? AND data IS NULL "
+                  "AND path IS NULL", (inline, rec.sha256))
     c.execute("INSERT INTO envelopes (id, kind, sender, dedup_key, document_id, sha256, size, "
               "subject, code, status_code, response_for, signature, origin, received_at) "
               "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
