@@ -21,7 +21,7 @@ from hub.api.app import HUB, create_app
 from hub.auth import TokenAuthority, load_secret
 from hub.edxml import samples
 from serve import Served
-from support import MAU_A, REPO, XML, eventually, free_port
+from support import MAU_A, REPO, SO_NOIVU, XML, eventually, free_port
 
 YEN_THE = "000.01.44.H63"      # a commune of Lục Yên (examples/lucyen/directory.toml)
 LUCYEN_HUB = "000.99.44.H63"
@@ -35,8 +35,9 @@ def _readme_block(heading: str) -> str:
 
 def test_the_peer_districts_walkthrough_works_verbatim(tmp_path):
     # Given: the README's block, on free ports, from a directory laid out like the project
-    a, b = free_port(), free_port()
-    block = _readme_block("Peer districts").replace("8780", str(a)).replace("9200", str(b))
+    a, b, platform = free_port(), free_port(), free_port()
+    block = (_readme_block("Peer districts").replace("8780", str(a)).replace("9200", str(b))
+             .replace("9100", str(platform)))
     for name in (".venv", "examples"):
         (tmp_path / name).symlink_to(REPO / name)
     # When: it runs as written (it starts and stops both hubs itself)
@@ -46,18 +47,25 @@ def test_the_peer_districts_walkthrough_works_verbatim(tmp_path):
     # Then: each step answered as the README says
     lines = out.stdout.splitlines()
     assert [ln for ln in lines if ln.startswith("HTTP ")] == ["HTTP 202", "HTTP 200", "HTTP 200",
-                                                              "HTTP 202", "HTTP 200"]
+                                                              "HTTP 202", "HTTP 200", "HTTP 200"]
     answers = [json.loads(ln) for ln in lines if ln.startswith("{")]
-    sent, inbox_y, ack, status, inbox_a = answers
-    assert sent["recipients"] == [{"organ": YEN_THE, "route": "peer.lucyen"}]
+    sent, inbox_y, ack, status, injected, inbox_a, platform_seen = answers
+    assert sent["recipients"] == [{"organ": YEN_THE, "route": "peer.lucyen"},
+                                  {"organ": SO_NOIVU, "route": "provincial"}]
     [doc] = inbox_y["items"]
     assert (doc["sender"], doc["document_id"]) == (MAU_A, sent["document_id"])
     assert ack["state"] == "delivered"
     assert status["recipients"] == [{"organ": MAU_A, "route": "peer.vanyen"}]
-    [st] = inbox_a["items"]
-    assert (st["sender"], st["status_code"], st["document_id"]) == (YEN_THE, "03", sent["document_id"])
-    health = [ln.split() for ln in lines if ln.startswith("peer.")]
-    assert [(h[0], h[3]) for h in health] == [("peer.lucyen", "ok"), ("peer.vanyen", "ok")]
+    assert injected["DocId"]
+    # both statuses came back to the original sender: through the peer hub and the platform
+    assert sorted((i["sender"], i["status_code"], i["document_id"]) for i in inbox_a["items"]) == \
+        [(SO_NOIVU, "03", sent["document_id"]), (YEN_THE, "03", sent["document_id"])]
+    health = [ln.split() for ln in lines if ln.startswith(("peer.", "provincial"))]
+    assert [(h[0], h[3]) for h in health] == [("peer.lucyen", "ok"), ("provincial", "ok"),
+                                              ("peer.vanyen", "ok")]
+    # the platform saw Mậu A's document sent once (and the department's status)
+    assert platform_seen["counters"]["sends"][sent["document_id"]] == 1
+    assert sum(platform_seen["counters"]["sends"].values()) == 2
 
 
 async def test_a_peer_answer_that_is_not_the_hub_apis_is_not_believed(aiohttp_client,

@@ -43,7 +43,7 @@ async def test_each_instance_with_its_health_queue_and_last_error(aiohttp_client
         ("StubAdapter", "deliver", "ok", 1)
     assert lucyen["health"] == "degraded" and lucyen["queued"] == 1
     assert "stub failure" in lucyen["last_error"] and lucyen["last_error_at"].endswith("Z")
-    assert lucyen["rules"] == ["*.*.44.H63"] and lucyen["organisations"] == 1
+    assert lucyen["rules"] == ["*.*.44.H63"] and lucyen["organisations"] == 2  # UBND and its hub
     assert (drop["mode"], drop["taken_in"], drop["ingest_restarts"]) == ("ingest", 0, 0)
     assert items["mailbox"]["mode"] == "pull"
     # routes of the directory that nothing serves are shown, and say what to do
