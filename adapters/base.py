@@ -34,6 +34,8 @@ import typing
 from pathlib import Path
 from typing import Any, ClassVar, NewType, Protocol
 
+from cryptography import x509
+
 from hub.config import parse_duration
 from hub.errors import ConfigError
 
@@ -142,6 +144,9 @@ class Adapter:
     delivers: ClassVar[bool] = True
     #: The typed options of this class.
     Options: ClassVar[type] = NoOptions
+    #: When set, documents arriving by this adapter's route (a relay bound to
+    #: it) must carry a hop signature by this certificate (a peer hub's).
+    hop_certificate: "x509.Certificate | None" = None
 
     def __init__(self, name: str, options: Any = None) -> None:
         self.name = name

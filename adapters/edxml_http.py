@@ -51,7 +51,7 @@ class EdxmlHttpAdapter(Adapter):
         self.url = self.options.url
         self.token = self.options.token
         self.timeout = self.options.timeout
-        self.sign = self.options.sign
+        self.sign = getattr(self.options, "sign", True)  # subclasses always sign
         self.log = logging.getLogger(f"hub.adapter.{name}")
         self._session: aiohttp.ClientSession | None = None
 
@@ -63,6 +63,16 @@ class EdxmlHttpAdapter(Adapter):
             await self._session.close()
             self._session = None
 
+    def endpoint(self) -> str:
+        """Where envelopes are POSTed."""
+        return self.url
+
+    def headers(self, req: DeliveryRequest) -> dict[str, str]:
+        headers = {"Content-Type": "application/xml", "X-Lienthong-Message-Id": req.message_id}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
     async def deliver(self, req: DeliveryRequest) -> Outcome:
         if self._session is None:
             await self.start()
@@ -70,27 +80,29 @@ class EdxmlHttpAdapter(Adapter):
         body: bytes | Path = req.raw
         if self.sign and self.port is not None:
             body = await self.port.wire_form(req.raw)
-        headers = {"Content-Type": "application/xml", "X-Lienthong-Message-Id": req.message_id}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
+        url = self.endpoint()
         # A large payload goes from its file (aiohttp streams it); a wire form
         # written for this attempt is removed after it.
         data: Any = open(body, "rb") if isinstance(body, Path) else body
         try:
-            async with self._session.post(self.url, data=data, headers=headers) as resp:
-                text = (await resp.text(errors="replace"))[:500]
+            async with self._session.post(url, data=data, headers=self.headers(req)) as resp:
+                text = (await resp.text(errors="replace"))[:2000]
                 status = resp.status
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            return Outcome.defer(f"{self.url}: {type(exc).__name__}: {exc}")
+            return Outcome.defer(f"{url}: {type(exc).__name__}: {exc}")
         finally:
             if isinstance(body, Path):
                 data.close()
                 if body != req.raw:
                     body.unlink(missing_ok=True)
+        return self.judge(req, status, text)
+
+    def judge(self, req: DeliveryRequest, status: int, text: str) -> Outcome:
+        """The outcome of an answer: 2xx delivered, 408/425/429/5xx defer, other 4xx refused."""
         if 200 <= status < 300:
             self.log.info("%s delivered to %s via %s (%d)", req.message_id, req.recipient,
                           self.url, status)
             return Outcome.delivered(f"HTTP {status}")
         if status in _RETRYABLE or status >= 500:
-            return Outcome.defer(f"HTTP {status}: {text}")
-        return Outcome.refused(f"HTTP {status}: {text}")
+            return Outcome.defer(f"HTTP {status}: {text[:500]}")
+        return Outcome.refused(f"HTTP {status}: {text[:500]}")

@@ -15,6 +15,7 @@ and statuses whose From is an organisation that route may speak for, see
 from __future__ import annotations
 
 import base64
+import binascii
 import dataclasses
 import hashlib
 import hmac
@@ -22,9 +23,11 @@ import json
 import os
 import secrets
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from hub.errors import AuthError, ConfigError, ForbiddenError
+from hub.private import private_dir
 
 ROLES = ("agency", "relay", "operator", "auditor", "admin")
 
@@ -67,7 +70,7 @@ def load_secret(data_dir: Path, *, create: bool = True) -> bytes:
         if not create:
             raise ConfigError(f"no token secret at {path}: is {data_dir} the data directory of "
                               f"the hub you are talking to (--data)?") from None
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(path.parent)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -84,6 +87,8 @@ def load_secret(data_dir: Path, *, create: bool = True) -> bytes:
 
 
 _VERIFIED_MAX = 10_000
+#: What every refused token's message ends with.
+_NEW_TOKEN = "get a new one from the hub's operator (`lienthong token ORGANID`)"
 
 
 class TokenAuthority:
@@ -115,25 +120,47 @@ class TokenAuthority:
     def verify(self, token: str, now: float | None = None) -> Identity:
         known = self._verified.get(token)
         if known is None:
-            try:
-                version, payload, mac = token.split(".")
-            except ValueError:
-                raise AuthError("malformed token", code="bad_token") from None
-            if version != "lt1" or not hmac.compare_digest(mac, self._mac(payload)):
-                raise AuthError("invalid token", code="bad_token")
-            claims = json.loads(_unb64(payload))
-            known = (claims["o"], claims["r"], claims["exp"], claims.get("rt"))
+            known = self._claims(token)
             if len(self._verified) >= _VERIFIED_MAX:
                 self._verified.clear()
             self._verified[token] = known
         organ, role, expires, route = known
         if expires < (time.time() if now is None else now):
-            raise AuthError("token expired", code="token_expired")
+            when = datetime.fromtimestamp(expires, UTC).isoformat().replace("+00:00", "Z")
+            raise AuthError(f"token expired at {when}; {_NEW_TOKEN}", code="token_expired",
+                            details={"expired_at": when})
         if role not in ROLES or not self._known(organ):
             raise AuthError(f"token names unknown organisation {organ}", code="bad_token")
         if (role == "relay") != (route is not None):
             raise AuthError("token names a role and route that do not go together", code="bad_token")
         return Identity(organ, role, route)
+
+    def _claims(self, token: str) -> tuple[str, str, int, str | None]:
+        """The claims of a token whose MAC checks out and that has the shape the hub
+        issues; anything else, however it is broken, is a 401: ``malformed_token``
+        for what is not shaped as a token, ``bad_token`` for the rest."""
+        parts = token.split(".")
+        if len(parts) != 3 or parts[0] != "lt1" or not all(parts) or not token.isascii():
+            raise AuthError("malformed token: a lienthong token is lt1.<payload>.<mac>; "
+                            f"{_NEW_TOKEN}", code="malformed_token")
+        _version, payload, mac = parts
+        if not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
+            raise AuthError("invalid token: it was not signed by this hub (another hub's "
+                            f"token, or this hub's secret has changed since); {_NEW_TOKEN}",
+                            code="bad_token")
+        try:
+            claims = json.loads(_unb64(payload))
+        except (ValueError, binascii.Error):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise AuthError("invalid token", code="bad_token") from None
+        if not isinstance(claims, dict):
+            raise AuthError("invalid token claims", code="bad_token")
+        organ, role, expires = claims.get("o"), claims.get("r"), claims.get("exp")
+        route = claims.get("rt")
+        # The hub issues whole seconds: a float, a bool or a number past 2^62 is not ours.
+        if (not isinstance(organ, str) or role not in ROLES or type(expires) is not int
+                or not 0 <= expires < 1 << 62 or not (route is None or isinstance(route, str))):
+            raise AuthError("invalid token claims", code="bad_token")
+        return organ, str(role), expires, route
 
     def from_header(self, header: str | None) -> Identity:
         if not header:

@@ -13,6 +13,8 @@ directory (``provincial``, ``peer.yenbinh``, …).
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import os
 import re
 import tomllib
@@ -81,8 +83,8 @@ def _workers(value: Any) -> int:
 
 def _listen(value: Any) -> str:
     host, sep, port = str(value).rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(f"listen must be HOST:PORT, not {value!r}")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"listen must be HOST:PORT (port 0 to 65535), not {value!r}")
     return str(value)
 
 
@@ -107,6 +109,27 @@ PARAMS: tuple[Param, ...] = (
     Param("max_envelope_size", "128MiB", parse_size,
           "Largest envelope accepted; a larger body is refused (413) before it is read whole."),
     Param("max_xml_depth", 64, int, "Deepest element nesting accepted in an envelope."),
+    Param("max_xml_elements", 100000, int,
+          "Most elements in one envelope, and most attributes in all (413 too_many_elements / "
+          "too_many_attributes, checked on the bytes before the tree is built). A document's "
+          "header is about 100 elements; attachments are one text node each."),
+    Param("max_xml_attributes", 256, int,
+          "Most attributes (namespace declarations included) on one element "
+          "(413 too_many_attributes)."),
+    Param("max_xml_namespaces", 256, int,
+          "Most namespace declarations in one envelope (413 too_many_namespaces)."),
+    Param("max_xml_text", "1MiB", parse_size,
+          "Longest text node, comment or attribute value, except an attachment's base64 "
+          "content (ContentTransferEncoded), which only max_envelope_size bounds "
+          "(413 xml_text_too_long)."),
+    Param("max_text_field", "16KiB", parse_size,
+          "Longest free-text field the hub keeps and lists (Subject, Description, OrganName), "
+          "in characters (413 field_too_long)."),
+    Param("max_recipients", 500, int,
+          "Most recipients (To) of one document: each is a delivery (413 too_many_recipients)."),
+    Param("max_listing_bytes", "4MiB", parse_size,
+          "Largest JSON page of a listing (GET /v1/inbox, /v1/queue, /v1/receipts) or batch of "
+          "/v1/events; a page that would be larger ends early with its next cursor."),
     Param("inline_payload_limit", "64KiB", parse_size,
           "Payloads up to this size are stored inside the database; larger ones as files "
           "(fsync + atomic rename) under data_dir/payloads."),
@@ -158,6 +181,36 @@ PARAMS: tuple[Param, ...] = (
           "Above this much payload in the spool, new envelopes get 503 with Retry-After."),
     Param("min_free_space", "512MiB", parse_size,
           "Below this much free disk under data_dir, new envelopes get 503 with Retry-After."),
+    Param("header_read_timeout", "10s", parse_duration,
+          "A connection must deliver a whole request head (request line and headers) within "
+          "this long after it opens, or after the first byte of its next request; else it is "
+          "closed (slow-loris)."),
+    Param("body_read_timeout", "30s", parse_duration,
+          "A request body may take this long plus one second per min_body_rate bytes received; "
+          "a slower body is answered 408 request_timeout and its connection closed."),
+    Param("min_body_rate", "1KiB", parse_size,
+          "Bytes per second a request body must average once body_read_timeout has passed."),
+    Param("idle_timeout", "30s", parse_duration,
+          "A keep-alive connection with no request in progress is closed after this long."),
+    Param("max_connections", 512, int,
+          "Most client connections open at once; one more is answered 503 too_many_connections "
+          "and closed. Keep it well under the hub's file-descriptor limit."),
+    Param("rate_limit_per_identity", 200.0, float,
+          "Requests per second one authenticated identity (organisation and role) may make on "
+          "average; more are answered 429 rate_limited with Retry-After. 0: no limit."),
+    Param("rate_limit_identity_burst", 400, int,
+          "Requests one identity may make at once above its rate (the token bucket's size)."),
+    Param("rate_limit_per_address", 1000.0, float,
+          "Requests per second one client address may make on average, with or without a valid "
+          "token; checked before anything else. 0: no limit."),
+    Param("rate_limit_address_burst", 2000, int,
+          "Requests one address may make at once above its rate (the token bucket's size)."),
+    Param("refusal_audit_window", "60s", parse_duration,
+          "Refusals of one kind (code) from one source are written to the audit log one by one "
+          "up to refusal_audit_burst per window; the rest of the window is one refused_summary "
+          "entry with their count."),
+    Param("refusal_audit_burst", 20, int,
+          "Refusals of one code from one source written individually per refusal_audit_window."),
     Param("log_level", "info", _choice("debug", "info", "warning", "error"), "Logging threshold."),
 )
 _BY_NAME = {p.name: p for p in PARAMS}
@@ -222,6 +275,36 @@ def build_settings(raw: dict[str, Any], adapters: dict[str, dict[str, Any]] | No
     return settings
 
 
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
+
+
+def toml_key(key: str) -> str:
+    """A TOML key: bare when it can be, quoted otherwise (``"peer.lucyen"``)."""
+    return key if _BARE_KEY.match(key) else toml_value(key)
+
+
+def toml_value(value: Any) -> str:
+    """A TOML value for what a hub.toml may hold: strings, numbers, booleans,
+    arrays and (inline) tables.  ``lienthong conf`` prints with it, so its
+    output can be pasted back into hub.toml."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, str):
+        # A JSON string is a TOML basic string: the same quotes and escapes.
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{toml_key(str(k))} = {toml_value(v)}" for k, v in value.items()) + "}"
+    raise ConfigError(f"cannot write {value!r} as TOML")
+
+
 def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     """Read ``path`` (if given) and apply non-None ``overrides`` (command-line flags)."""
     raw: dict[str, Any] = {}
@@ -232,8 +315,11 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
                 doc = tomllib.load(fh)
         except FileNotFoundError:
             raise ConfigError(f"configuration file {path} does not exist") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read configuration file {path}: {exc.strerror or exc}") from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
+            raise ConfigError(f"{path} is not valid TOML: {exc} (conf/hub.toml shows every key "
+                              f"in its form)") from None
         adapters = doc.pop("adapters", {}) or {}
         for name, table in adapters.items():
             if not isinstance(table, dict) or "class" not in table:

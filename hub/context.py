@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from hub.cleanup.cpu import CpuPool
     from hub.cleanup.notices import NoticeIssuer
     from hub.cleanup.pressure import Pressure
+    from hub.cleanup.refusals import RefusalAudit
     from hub.config import Settings
     from hub.crypto.keys import HubKeys, TrustStore
     from hub.directory import Directory
@@ -48,6 +49,8 @@ class HubContext:
     notices: "NoticeIssuer | None" = None
     auditor: "Auditor | None" = None
     metrics: "Metrics | None" = None
+    #: Refusals into the audit log, one by one or summarised under a flood.
+    refusals: "RefusalAudit | None" = None
     #: Routes the directory names that no adapter instance serves (warned at start).
     missing_routes: list[str] = dataclasses.field(default_factory=list)
     #: Run at close, newest first, after the queue manager has stopped and

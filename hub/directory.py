@@ -43,6 +43,7 @@ __all__ = [
     "Directory",
     "Organ",
     "Route",
+    "Rule",
     "default_directory_path",
     "load_directory",
     "is_organ_id",
@@ -128,16 +129,49 @@ class Organ:
 
 
 @dataclass(frozen=True, slots=True)
+class Rule:
+    """A route for a whole code space: ``pattern`` is an OrganId whose groups
+    may be ``*`` (``*.*.49.H63``: every unit of district 49 of Yên Bái)."""
+
+    pattern: str
+    route: str
+    index: int
+
+    @property
+    def specificity(self) -> int:
+        """Groups that are not wildcards: the more, the more specific."""
+        return sum(1 for g in self.pattern.split(".") if g != "*")
+
+    def matches(self, organ_id: str) -> bool:
+        want, got = self.pattern.split("."), organ_id.split(".")
+        return len(want) == len(got) and all(w in ("*", g) for w, g in zip(want, got))
+
+
+_PATTERN = re.compile(r"(\*|\d{3})\.(\*|\d{2})\.(\*|\d{2})\.(\*|[A-Z]\d{2})\Z", re.ASCII)
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """Where one recipient goes: the route name and, if listed, its organ.
 
     ``known`` is False when the recipient is not in the directory and was sent
-    upstream on trust; cleanup decides whether to accept that.
+    upstream on trust; cleanup decides whether to accept that.  ``rule`` is
+    the pattern rule that chose the route, when no entry did.
     """
 
     name: str
     organ: Organ | None
     known: bool
+    rule: Rule | None = None
+
+    def explain(self, organ_id: str) -> str:
+        """Which rule matched, in words (``lienthong directory resolve``)."""
+        if self.organ is not None:
+            return f"{organ_id} -> {self.name}: its own entry ({self.organ.name})"
+        if self.rule is not None:
+            return (f"{organ_id} -> {self.name}: rule {self.rule.pattern!r} "
+                    f"([[rule]] {self.rule.index})")
+        return f"{organ_id} -> {self.name}: not in the directory, sent upstream"
 
 
 class Directory:
@@ -147,14 +181,16 @@ class Directory:
     both check every entry and raise :class:`~hub.errors.ConfigError`.
     """
 
-    __slots__ = ("_organs", "_hub", "upstream_route")
+    __slots__ = ("_organs", "_hub", "upstream_route", "rules")
 
     def __init__(self, organs: dict[str, Organ], hub: Organ,
-                 upstream_route: str) -> None:
+                 upstream_route: str, rules: list[Rule] | None = None) -> None:
         # Private: use load() or from_organs(), which validate.
         self._organs = organs
         self._hub = hub
         self.upstream_route = upstream_route
+        #: Pattern rules, most specific first (file order among equals).
+        self.rules = sorted(rules or [], key=lambda r: (-r.specificity, r.index))
 
     # -- construction -------------------------------------------------------
 
@@ -175,18 +211,20 @@ class Directory:
             raise ConfigError(f"{path}: not valid TOML: {exc}",
                               details={"path": str(path)}) from exc
 
-        extra = sorted(set(data) - {"organ"})
+        extra = sorted(set(data) - {"organ", "rule"})
         if extra:
             raise ConfigError(
                 f"{path}: unknown top-level key(s) {', '.join(map(repr, extra))}; "
-                "entries are [[organ]] tables", details={"path": str(path)})
+                "entries are [[organ]] and [[rule]] tables", details={"path": str(path)})
+        rules = [_rule_from_entry(entry, index, path)
+                 for index, entry in enumerate(data.get("rule", []), 1)]
         entries = data.get("organ", [])
         if not isinstance(entries, list):
             raise ConfigError(f"{path}: 'organ' must be an array of tables ([[organ]])",
                               details={"path": str(path)})
         organs = [_organ_from_entry(entry, index, path)
                   for index, entry in enumerate(entries, 1)]
-        return cls._build(organs, upstream_route, str(path))
+        return cls._build(organs, upstream_route, str(path), rules)
 
     @classmethod
     def from_organs(cls, organs: Iterable[Organ], *,
@@ -199,7 +237,7 @@ class Directory:
 
     @classmethod
     def _build(cls, organs: list[Organ], upstream_route: str,
-               source: str) -> Directory:
+               source: str, rules: list[Rule] | None = None) -> Directory:
         if not isinstance(upstream_route, str) or not _ROUTE_NAME.match(upstream_route) \
                 or upstream_route == HUB_ROUTE:
             raise ConfigError(f"{source}: upstream route {upstream_route!r} is not "
@@ -223,7 +261,7 @@ class Directory:
             raise ConfigError(
                 f"{source}: exactly one entry must have kind 'hub', found {found}",
                 details={"path": source})
-        return cls(by_id, hubs[0][1], upstream_route)
+        return cls(by_id, hubs[0][1], upstream_route, rules)
 
     # -- lookup -------------------------------------------------------------
 
@@ -272,6 +310,9 @@ class Directory:
             check_organ_id(organ_id)
         organ = self._organs.get(organ_id)
         if organ is None:
+            rule = self.match_rule(organ_id)
+            if rule is not None:
+                return Route(rule.route, None, True, rule)
             return Route(self.upstream_route, None, False)
         if organ is self._hub:
             raise ValidationError(
@@ -279,15 +320,29 @@ class Directory:
                 code="unroutable_recipient", details={"organ_id": organ_id})
         return Route(organ.route, organ, True)
 
+    def match_rule(self, organ_id: str) -> Rule | None:
+        """The most specific pattern rule matching ``organ_id`` (entries aside)."""
+        return next((r for r in self.rules if r.matches(organ_id)), None)
+
+    def knows(self, organ_id: str) -> bool:
+        """Listed, or inside a code space a rule gives a route."""
+        return organ_id in self._organs or self.match_rule(organ_id) is not None
+
     def may_speak_for(self, route: str, organ_id: str) -> bool:
         """May a relay arriving by ``route`` submit documents whose From is ``organ_id``?
 
-        A route speaks for the organisations the directory lists on it (the
-        provincial departments on ``provincial``, a peer district's units on
-        its ``peer.<name>``); the hub's own units and the hub itself never
-        arrive by a relay."""
+        A route speaks for the organisations the directory routes to it: those
+        listed on it (the provincial departments on ``provincial``, a peer
+        district's units on its ``peer.<name>``) and, for an organisation not
+        listed, the code space of the most specific rule that matches it.  The
+        hub's own units and the hub itself never arrive by a relay."""
+        if route in (MAILBOX_ROUTE, HUB_ROUTE):
+            return False
         organ = self._organs.get(organ_id)
-        return organ is not None and organ.route == route and route not in (MAILBOX_ROUTE, HUB_ROUTE)
+        if organ is not None:
+            return organ.route == route
+        rule = self.match_rule(organ_id)
+        return rule is not None and rule.route == route
 
     def routes(self) -> set[str]:
         """Every route a delivery may take: one adapter instance is needed per name.
@@ -296,6 +351,7 @@ class Directory:
         the upstream route is always in.
         """
         names = {o.route for o in self._organs.values() if o.kind != "hub"}
+        names.update(r.route for r in self.rules)
         names.add(self.upstream_route)
         return names
 
@@ -307,6 +363,23 @@ class Directory:
             row["local"] = organ.is_local
             rows.append(row)
         return rows
+
+
+def _rule_from_entry(entry: Any, index: int, path: Path) -> Rule:
+    where = f"{path}: [[rule]] {index}"
+    if not isinstance(entry, dict) or set(entry) != {"pattern", "route"}:
+        raise ConfigError(f"{where}: a rule has exactly the keys pattern and route",
+                          details={"path": str(path), "index": index})
+    pattern, route = entry["pattern"], entry["route"]
+    if not isinstance(pattern, str) or not _PATTERN.match(pattern):
+        raise ConfigError(f"{where}: pattern {pattern!r} must be an OrganId whose groups may be "
+                          f"'*', e.g. '*.*.49.H63'", details={"path": str(path), "index": index})
+    if not isinstance(route, str) or not _ROUTE_NAME.match(route) or route in (MAILBOX_ROUTE,
+                                                                              HUB_ROUTE):
+        raise ConfigError(f"{where}: route {route!r} is not a usable route for a rule (the "
+                          f"district's own units are listed one by one)",
+                          details={"path": str(path), "index": index})
+    return Rule(pattern, route, index)
 
 
 def load_directory(settings: "Settings") -> Directory:

@@ -50,6 +50,29 @@ class ValidationError(HubError):
     http_status = 422
 
 
+class BadRequestError(HubError):
+    """Raised when a request cannot be read as HTTP says it should (a body that is not
+    in the Content-Encoding it names, a broken chunked body)."""
+
+    code = "bad_request"
+    http_status = 400
+
+
+class RequestTimeoutError(HubError):
+    """Raised when a client sends its request body too slowly (``body_read_timeout``,
+    ``min_body_rate``)."""
+
+    code = "request_timeout"
+    http_status = 408
+
+
+class RateLimitedError(HubError):
+    """Raised when one address or identity sends more requests than its rate limit."""
+
+    code = "rate_limited"
+    http_status = 429
+
+
 class TooLargeError(ValidationError):
     """Raised when a body is larger than ``max_envelope_size``."""
 

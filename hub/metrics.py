@@ -97,6 +97,8 @@ class Metrics:
                 self.accepted[str(ev.detail.get("kind_of", "unknown"))] += 1
             elif ev.kind == "refused":
                 self.refused[str(ev.detail.get("code", "unknown"))] += 1
+            elif ev.kind == "refused_summary":
+                self.refused[str(ev.detail.get("code", "unknown"))] += int(ev.detail.get("count", 0))
             elif ev.kind == "status_received":
                 self.statuses[str(ev.detail.get("status_code", "unknown"))] += 1
             elif ev.kind == "state":

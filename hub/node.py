@@ -35,6 +35,8 @@ from hub.ingress import HubEgressPort, IngestSupervisor
 from hub.metrics import Metrics, build_version
 from hub.qmgr import QueueManager
 from hub.receipts.issuer import ReceiptIssuer
+from hub.cleanup.refusals import RefusalAudit
+from hub.private import private_dir
 from spool import open_spool
 
 log = logging.getLogger("hub")
@@ -63,7 +65,7 @@ async def open_hub(settings: Settings, *, clock: Callable[[], float] | None = No
     directory = directory or load_directory(settings)
     instances = (adapters if adapters is not None else build_adapters(settings.adapters)) \
         if run_queue else {}
-    settings.data_path.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_path)
     tokens = TokenAuthority(load_secret(settings.data_path),
                             known_organ=lambda organ: organ in directory)
     keys, trust = load_crypto(settings, directory)
@@ -105,6 +107,8 @@ async def open_hub(settings: Settings, *, clock: Callable[[], float] | None = No
                               interval=settings.checkpoint_interval)
         await hub.auditor.start(directory.to_rows(), schedule=queue_auto)
         hub.on_close.append(hub.auditor.checkpoint)
+        hub.refusals = RefusalAudit(hub)
+        hub.on_close.append(hub.refusals.close)  # newest first: its summaries, then the checkpoint
         yield hub
     finally:
         await _close(hub, started)

@@ -223,8 +223,9 @@ class Spool(abc.ABC):
     @abc.abstractmethod
     async def ping(self) -> None: ...
     @abc.abstractmethod
-    async def backup(self, dest: Path) -> None:
-        """A consistent copy of the database into ``dest`` while the hub runs."""
+    async def backup(self, dest: Path) -> dict[str, int]:
+        """A consistent copy of the database, payload files and keys into ``dest``
+        (new or empty) while the hub runs; counts of files copied."""
 
     # -- store and transitions -----------------------------------------------------
     @contextlib.contextmanager

@@ -20,6 +20,8 @@ import os
 import secrets
 from pathlib import Path
 
+from hub.private import FILE_MODE, private_dir
+
 
 #: Bodies larger than this are handled as files, never whole in memory: an
 #: upload is streamed to disk, a delivery is sent from its payload file.
@@ -51,9 +53,9 @@ class BodyWriter:
 
     def __init__(self, store: "PayloadStore") -> None:
         incoming = store.root / "incoming"
-        incoming.mkdir(exist_ok=True)
+        private_dir(incoming)
         self.path = incoming / f"{secrets.token_hex(12)}.part"
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         self._hash = hashlib.sha256()
         self.size = 0
 
@@ -82,7 +84,7 @@ class BodyWriter:
 class PayloadStore:
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        private_dir(root)
 
     def relpath(self, sha256: str) -> str:
         return f"{sha256[:2]}/{sha256[2:4]}/{sha256}"
@@ -98,9 +100,9 @@ class PayloadStore:
         final = self.root / rel
         if _already_there(final, len(data)):
             return rel
-        final.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(final.parent)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         try:
             view = memoryview(data)
             while view:
@@ -120,7 +122,7 @@ class PayloadStore:
         if _already_there(final, body.size):
             body.discard()
             return rel
-        final.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(final.parent)
         os.replace(body.path, final)
         _fsync_dir(final.parent)
         return rel

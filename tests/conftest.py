@@ -74,7 +74,10 @@ def auth(hub):
 
 
 def pytest_collection_modifyitems(config, items):  # noqa: D401
-    if not SAMPLES.is_dir() and os.environ.get("CI"):
+    if SAMPLES.is_dir():
+        return
+    if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+        # Under CI the public samples are required: a missing tree fails the run.
         raise pytest.UsageError(f"reference samples missing at {SAMPLES} (set LIENTHONG_SHARED "
                                 f"to the shared reference tree)")
 

@@ -35,7 +35,45 @@ def _shared() -> Path:
 
 
 SHARED = _shared()
+#: The public VPCP SDK samples, in the shared reference tree (not in this repository).
 SAMPLES = SHARED / "reference" / "edxml" / "vpcp-sdk-samples"
+#: The project's own messages, shaped like real producers' (tests/fixtures/README.md).
+FIXTURES = REPO / "tests" / "fixtures"
+
+SAMPLES_MISSING = (f"the public edXML samples are not at {SAMPLES}: set LIENTHONG_SHARED to the "
+                   f"shared reference tree to run the tests of the public samples")
+
+
+#: The public samples' names, for ``parametrize`` (known whether or not the tree is there).
+PUBLIC_SAMPLES = ("edoc_new.edxml", "edoc_update.edxml", "status.edxml",
+                  "status_acceptance_03.edxml", "status_assignment_04.edxml",
+                  "status_finish_06.edxml", "status_inbox_01.edxml",
+                  "status_processing_05.edxml", "status_rejection_02.edxml")
+
+
+def public_sample(name: str) -> bytes:
+    """One public sample's bytes; skips the test when the tree is absent."""
+    import pytest
+    if not SAMPLES.is_dir():
+        pytest.skip(SAMPLES_MISSING)
+    return (SAMPLES / name).read_bytes()
+
+
+def fixture(name: str) -> bytes:
+    """One of the project's own test messages (tests/fixtures/NAME)."""
+    return (FIXTURES / name).read_bytes()
+
+
+def big_edoc(size: int = 360_000) -> bytes:
+    """``edoc_legacy.edxml`` with an attachment of about ``size`` bytes of base64
+    in 76-character CRLF lines, as producers wrap it."""
+    from hub.edxml.samples import attachment_b64
+    text = attachment_b64(size * 3 // 4, seed="big")
+    wrapped = "\r\n".join(text[i:i + 76] for i in range(0, len(text), 76))
+    raw = fixture("edoc_legacy.edxml")
+    small = b"dGlueSB6aXAgc3RhbmQtaW4="
+    assert raw.count(small) == 1
+    return raw.replace(small, wrapped.encode())
 
 #: Organisations used throughout the tests (from the bundled directory).
 MAU_A = "000.01.48.H63"          # thị trấn Mậu A (commune)

@@ -16,14 +16,15 @@ from typing import Any, AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 
+from hub.api.guard import GUARD, ConnectionGuard, guard_middleware
+from hub.api.ratelimit import LIMITS, Limits, ratelimit_middleware
 from hub.cleanup import accept as cleanup
 from hub.config import Settings
 from hub.context import HubContext
 from hub.node import open_hub
 from hub.errors import ForbiddenError, NotFoundError, ValidationError
-from hub.api.base import (HUB, XML_TYPES, errors_middleware, hub_of, identity, int_param, iso,
-                     json_response,
-                     read_body)
+from hub.api.base import (HUB, XML_TYPES, errors_middleware, fit_page, hub_of, identity,
+                          int_param, iso, json_response, read_body)
 from spool.payloads import LARGE, SpooledBody
 from spool.records import standing
 
@@ -38,7 +39,8 @@ async def post_envelope(request: web.Request) -> web.Response:
     ident = identity(request, "agency", "relay")
     ctype = request.content_type.lower()
     if ctype not in XML_TYPES:
-        raise ValidationError(f"Content-Type must be application/xml, not {ctype}",
+        raise ValidationError(f"Content-Type must be application/xml, not {ctype}: send the edXML "
+                              f"envelope itself as the body, with Content-Type: application/xml",
                               code="unsupported_media_type", http_status=415)
     raw = await read_body(request, hub.settings.max_envelope_size, spill=hub.spool.payloads)
     if not raw:
@@ -111,8 +113,11 @@ async def get_inbox(request: web.Request) -> web.Response:
             "status_code": i["status_code"], "size": i["size"], "sha256": i["sha256"],
             "received_at": iso(i["received_at"]), "fetched": i["fetched_at"] is not None,
             "url": f"/v1/inbox/{i['id']}", "cursor": i["delivery_id"]} for i in items]
+    fits = fit_page(out, hub.settings.max_listing_bytes)
+    full = len(out) == limit or fits < len(out)
+    out = out[:fits]
     body: dict[str, Any] = {"organ": ident.organ, "items": out}
-    if len(out) == limit:
+    if full:
         body["next"] = f"/v1/inbox?after={out[-1]['cursor']}&limit={limit}"
     return json_response(body)
 
@@ -125,7 +130,8 @@ async def get_inbox_item(request: web.Request) -> web.Response:
     if item is None:
         await not_in_inbox(hub, ident.organ, message_id)
     raw = await hub.spool.payload(item["sha256"], path_over=LARGE)
-    await hub.spool.mark_fetched(item["id"])
+    if request.method == "GET":  # HEAD only looks: the item stays unfetched
+        await hub.spool.mark_fetched(item["id"])
     headers = {"X-Lienthong-Message-Id": message_id, "X-Lienthong-Sender": item["sender"],
                "X-Lienthong-Kind": item["kind"], "X-Lienthong-State": item["state"],
                "ETag": f'"{item["sha256"]}"'}
@@ -204,8 +210,10 @@ def add_routes(app: web.Application) -> None:
 def create_app(settings: Settings, *, clock: Callable[[], float] | None = None,
                adapters: dict[str, Any] | None = None) -> web.Application:
     """The aiohttp application for ``settings``; the hub opens with the app."""
-    app = web.Application(middlewares=[errors_middleware],
+    app = web.Application(middlewares=[guard_middleware, errors_middleware, ratelimit_middleware],
                           client_max_size=settings.max_envelope_size + 1)
+    app[GUARD] = ConnectionGuard(settings)
+    app[LIMITS] = Limits(settings)
 
     async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
         async with open_hub(settings, clock=clock, run_queue=True, adapters=adapters) as hub:

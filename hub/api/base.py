@@ -13,10 +13,13 @@ from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError, DecompressSizeError
 
+from hub.api.ratelimit import check_identity
 from hub.auth import Identity
 from hub.context import HubContext
-from hub.errors import HubError, TooLargeError, ValidationError
+from hub.errors import (BadRequestError, HubError, RequestTimeoutError, TooLargeError,
+                        ValidationError)
 from spool.payloads import LARGE, BodyWriter, PayloadStore, SpooledBody
 
 log = logging.getLogger("hub.api.app")
@@ -30,6 +33,18 @@ XML_TYPES = {"application/xml", "text/xml", "application/edxml+xml", "applicatio
 def json_response(data: Any, status: int = 200, **kwargs: Any) -> web.Response:
     return web.Response(text=json.dumps(data, ensure_ascii=False, default=str), status=status,
                         content_type="application/json", **kwargs)
+
+
+def fit_page(items: list[Any], max_bytes: int) -> int:
+    """How many of ``items`` (at least one, so paging always moves on) fit in a
+    JSON page of about ``max_bytes``: listings are bounded in bytes as well as
+    in count (``max_listing_bytes``), and a page cut short carries its cursor."""
+    total = 0
+    for count, item in enumerate(items):
+        total += len(json.dumps(item, ensure_ascii=False, default=str).encode("utf-8")) + 1
+        if total > max_bytes and count:
+            return count
+    return len(items)
 
 
 def error_response(exc: HubError) -> web.Response:
@@ -46,8 +61,27 @@ def error_response(exc: HubError) -> web.Response:
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except RequestTimeoutError as exc:
+        log.info("client %s sent its body too slowly on %s %s: %s", request.remote, request.method,
+                 request.path, exc.message)
+        resp = error_response(exc)
+        resp.force_close()  # aiohttp drains what is left for lingering_time, then closes
+        return resp
     except HubError as exc:
         return error_response(exc)
+    except web.RequestPayloadError as exc:
+        # The rest of such a body cannot be read either: end it here, so that aiohttp
+        # does not read it again after the answer (and log that as unhandled), and
+        # close the connection, whose framing is lost.
+        request.content.feed_eof()
+        resp = error_response(_payload_error(exc))
+        resp.force_close()
+        return resp
+    except ConnectionResetError:
+        # The client went away (an upload dropped half-way): nothing to answer, nothing broken.
+        log.info("client %s disconnected during %s %s", request.remote, request.method,
+                 request.path)
+        return error_response(BadRequestError("the client went away", code="client_disconnected"))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -60,6 +94,16 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(HubError("internal error; see the hub's log", code="internal_error"))
 
 
+def _payload_error(exc: web.RequestPayloadError) -> HubError:
+    """A body aiohttp could not decode: 400 with a stable code, never 500."""
+    cause = exc.__cause__
+    if isinstance(cause, (ContentEncodingError, DecompressSizeError)):
+        return BadRequestError("the body is not in the Content-Encoding it names",
+                               code="bad_content_encoding")
+    return BadRequestError("the request body is malformed (chunked encoding or length)",
+                           code="bad_body")
+
+
 def hub_of(request: web.Request) -> HubContext:
     return request.app[HUB]
 
@@ -67,6 +111,7 @@ def hub_of(request: web.Request) -> HubContext:
 def identity(request: web.Request, *roles: str) -> Identity:
     """The caller, who must hold one of ``roles`` (admin always may)."""
     ident = hub_of(request).tokens.from_header(request.headers.get("Authorization"))
+    check_identity(request, ident.organ, ident.role)
     if roles:
         ident.require(*roles)
     return ident
@@ -82,15 +127,32 @@ async def read_body(request: web.Request, limit: int,
     With ``spill``, a body past ``spool.payloads.LARGE`` bytes is streamed into the
     payload store's ``incoming/`` (hashed, fsynced) and returned as a
     ``SpooledBody``; the caller discards it unless the spool adopted it.
+
+    A body must arrive within ``body_read_timeout`` plus one second per
+    ``min_body_rate`` bytes received so far: a client trickling it is answered
+    408 and its connection closed, instead of holding it open indefinitely.
     """
     if request.content_length is not None and request.content_length > limit:
         raise TooLargeError(f"body of {request.content_length} bytes exceeds max_envelope_size "
                             f"({limit})", details={"limit": limit})
+    settings = hub_of(request).settings
+    grace, rate = float(settings.body_read_timeout), max(1, int(settings.min_body_rate))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     chunks: list[bytes] = []
     size = pending = 0
     writer: BodyWriter | None = None
     try:
-        async for chunk in request.content.iter_chunked(1 << 16):
+        while True:
+            try:
+                async with asyncio.timeout_at(started + grace + size / rate):
+                    chunk = await request.content.readany()
+            except TimeoutError:
+                raise RequestTimeoutError(
+                    f"request body too slow: {size} bytes in {loop.time() - started:.0f}s "
+                    f"(body_read_timeout {grace:g}s, min_body_rate {rate} B/s)") from None
+            if not chunk:
+                break
             size += len(chunk)
             if size > limit:
                 raise TooLargeError(f"body exceeds max_envelope_size ({limit})",

@@ -225,7 +225,8 @@ async def _stream(request: web.Request, resp: web.StreamResponse, after: int, fo
         # While the hub stops, a follower gets what exists and a clean end.
         wake = _arm(request, streams) if follow and not streams.closing else None
         try:
-            after = await _catch_up(spool, resp, after, where, streams.committed)
+            after = await _catch_up(spool, resp, after, where, streams.committed,
+                                    hub_of(request).settings.max_listing_bytes)
             if wake is None:
                 return after
             await asyncio.wait([wake])
@@ -251,7 +252,7 @@ def _arm(request: web.Request, streams: Streams) -> asyncio.Future[bool]:
 
 
 async def _catch_up(spool: Any, resp: web.StreamResponse, after: int, where: dict[str, Any],
-                    committed: int) -> int:
+                    committed: int, max_bytes: int) -> int:
     """Page through the log from ``after`` to its end; the position reached.
 
     Every event up to ``committed`` (read before the first query) was visible
@@ -259,8 +260,18 @@ async def _catch_up(spool: Any, resp: web.StreamResponse, after: int, where: dic
     even when the last events sent are older: they did not match."""
     while True:
         page = await spool.events(after, PAGE, **where)
+        batch: list[bytes] = []
+        size = 0
+        for ev in page:  # one write per max_listing_bytes, not per page of any size
+            message = sse_message(ev).encode("utf-8")
+            if batch and size + len(message) > max_bytes:
+                await resp.write(b"".join(batch))
+                batch, size = [], 0
+            batch.append(message)
+            size += len(message)
+        if batch:
+            await resp.write(b"".join(batch))
         if page:
-            await resp.write("".join(sse_message(ev) for ev in page).encode("utf-8"))
             after = page[-1].id
         if len(page) < PAGE:
             return max(after, committed)

@@ -15,8 +15,9 @@ from typing import Any
 from aiohttp import web
 
 from hub.config import parse_duration
+from hub.context import HubContext
 from hub.errors import ConfigError, ConflictError, NotFoundError, ValidationError
-from hub.api.base import hub_of, identity, int_param, iso, json_response
+from hub.api.base import fit_page, hub_of, identity, int_param, iso, json_response
 from spool.states import OPERATOR_MOVES
 from spool.states import State
 
@@ -40,8 +41,9 @@ async def list_queue(request: web.Request) -> web.Response:
     states = [s for s in q.get("state", "").split(",") if s]
     bad = [s for s in states if s not in _STATES]
     if bad:
-        raise ValidationError(f"unknown state(s): {', '.join(bad)}", code="bad_parameter",
-                              details={"parameter": "state", "allowed": sorted(_STATES)})
+        raise ValidationError(f"unknown state(s) {', '.join(bad)}: state is a comma list of "
+                              f"{', '.join(s.value for s in State)}", code="bad_parameter",
+                              details={"parameter": "state", "allowed": [s.value for s in State]})
     older_than = None
     if q.get("older_than"):
         try:
@@ -55,8 +57,12 @@ async def list_queue(request: web.Request) -> web.Response:
                                  message_id=q.get("message_id") or None,
                                  after=int_param(request, "after", 0), limit=limit)
     now = hub.clock()
-    body: dict[str, Any] = {"items": [queue_row(r, now) for r in rows]}
-    if len(rows) == limit:
+    items = [queue_row(r, now) for r in rows]
+    fits = fit_page(items, hub.settings.max_listing_bytes)
+    full = len(rows) == limit or fits < len(rows)
+    rows, items = rows[:fits], items[:fits]
+    body: dict[str, Any] = {"items": items}
+    if full:
         nxt = request.rel_url.update_query({"after": rows[-1]["id"]})
         body["next"] = str(nxt)
     return json_response(body)
@@ -110,12 +116,29 @@ async def act(request: web.Request) -> web.Response:
     if not found:
         raise NotFoundError(f"no delivery or message {target} in the spool")
     if not changed:
-        allowed = ", ".join(s.value for s in OPERATOR_MOVES[action][0])
-        raise ConflictError(f"nothing to {action}: only deliveries in {allowed} can be",
-                            code="wrong_state", details={"action": action})
+        raise await _wrong_state(hub, target, action)
     if hub.qmgr is not None and action in ("release", "retry"):
         hub.qmgr.wake()
     return json_response({"action": action, "target": target, "changed": changed})
+
+
+async def _wrong_state(hub: HubContext, target: str, action: str) -> ConflictError:
+    """Refusal of an action that applies to none of the target's deliveries: what
+    state they are in, and which states the action applies to."""
+    applies = [s.value for s in OPERATOR_MOVES[action][0]]
+    if target.isdigit():
+        row = await hub.spool.delivery(int(target))
+        states = [row["state"]] if row is not None else []
+        now = f"delivery {target} is {states[0] if states else 'gone'}"
+    else:
+        states = [d["state"] for d in await hub.spool.deliveries(target)]
+        counts = {s: states.count(s) for s in dict.fromkeys(states)}
+        now = f"the deliveries of message {target} are " + ", ".join(
+            f"{s} ({n})" if len(counts) > 1 else s for s, n in counts.items())
+    return ConflictError(f"cannot {action}: {now}; {action} applies only to deliveries in "
+                         f"{' or '.join(applies)}", code="wrong_state",
+                         details={"action": action, "states": sorted(set(states)),
+                                  "applies_to": applies})
 
 
 def setup_routes(app: web.Application) -> None:

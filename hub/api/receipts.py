@@ -15,7 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from hub.api.base import hub_of, identity, int_param, iso, json_response, parse_time
+from hub.api.base import (fit_page, hub_of, identity, int_param, iso, json_response,
+                          parse_time)
 from hub.errors import ForbiddenError, NotFoundError, ValidationError
 from hub.receipts.format import EVENTS
 from hub.receipts.issuer import RECORDED
@@ -80,8 +81,10 @@ async def list_receipts(request: web.Request) -> web.Response:
             query[name] = when  # type: ignore[literal-required]
     rows = await hub.spool.receipts(query)
     items = [item(r) for r in rows]
-    nxt = (str(request.rel_url.update_query({"after": rows[-1]["seq"]}))
-           if len(rows) == query["limit"] else None)
+    fits = fit_page(items, hub.settings.max_listing_bytes)
+    full = len(rows) == query["limit"] or fits < len(rows)
+    rows, items = rows[:fits], items[:fits]
+    nxt = str(request.rel_url.update_query({"after": rows[-1]["seq"]})) if full else None
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\r\n")

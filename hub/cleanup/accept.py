@@ -27,6 +27,7 @@ the event log (kind ``refused``) for the audit trail.
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from typing import Any
@@ -35,6 +36,7 @@ from hub.auth import Identity
 from hub.context import HubContext
 from hub.cleanup import business
 from hub.cleanup.cpu import Inspected
+from hub.crypto.signing import verify_hop
 from hub.errors import BackpressureError, ForbiddenError, HubError, ValidationError
 from hub.receipts.format import ReceiptLink
 from spool import NewDelivery, NewEnvelope, StatusRecord
@@ -93,6 +95,7 @@ async def _accept(hub: HubContext, raw: "bytes | SpooledBody", identity: Identit
             # Under pressure only new documents are refused: statuses about
             # documents already held, and the hub's own notices, still flow.
             check_backpressure(hub)
+        await _check_hop(hub, identity, raw)
         if env.kind == "status":
             rec = await _status_record(hub, message_id, ins, raw, origin, notice_for)
         else:
@@ -109,6 +112,19 @@ async def _accept(hub: HubContext, raw: "bytes | SpooledBody", identity: Identit
         log.info("%s re-submitted by %s: same message", result.id, env.sender)
     return AcceptResult(result.id, result.created, env.kind, env.document_id, result.recipients,
                         result.receipt_id)
+
+
+async def _check_hop(hub: HubContext, identity: Identity, raw: "bytes | SpooledBody") -> None:
+    """A relay whose route's adapter names the peer's certificate (a peer hub)
+    must have hop-signed what it relays; checked in a thread (a second parse)."""
+    if identity.role != "relay" or identity.route is None:
+        return
+    adapter = hub.adapters.get(identity.route)
+    cert = adapter.hop_certificate if adapter is not None else None
+    if cert is None:
+        return
+    source = raw.path if isinstance(raw, SpooledBody) else raw
+    await asyncio.to_thread(verify_hop, source, cert)
 
 
 def check_backpressure(hub: HubContext) -> None:
@@ -193,9 +209,11 @@ async def _status_record(hub: HubContext, message_id: str, ins: Inspected, raw: 
 def _record_refusal(hub: HubContext, identity: Identity, origin: str, exc: HubError) -> None:
     if exc.http_status >= 500:
         return
-    detail = {"code": exc.code, "message": exc.message[:500], "origin": origin}
-    if identity.route is not None:
-        detail["route"] = identity.route
+    extra = {"route": identity.route} if identity.route is not None else {}
+    if hub.refusals is not None:  # one by one, or summarised under a flood
+        hub.refusals.record(identity.organ, origin, exc, **extra)
+        return
+    detail = {"code": exc.code, "message": exc.message[:500], "origin": origin, **extra}
     try:
         fut = hub.spool.record_event("refused", organ=identity.organ, **detail)
     except HubError:

@@ -36,9 +36,7 @@ import json
 import os
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,9 +45,11 @@ from typing import Any
 from cryptography import x509
 
 from hub.audit.auditor import ChainVerifier, VerifyReport, verify_spool
-from hub.cli.main import directory_of, command, http_call, hub_url, staff_token
+from hub.cli.client import HubClient
+from hub.cli.main import URL_HELP, client, command, directory_of
 from hub.config import Settings
 from hub.errors import HubError
+from hub.textsafe import safe_json, say
 from spool import open_spool
 
 FORMAT = "lienthong-audit/1"
@@ -63,14 +63,14 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     common(ep)
     ep.add_argument("-o", "--output", type=Path, help="file to write (default: standard output)")
     ep.add_argument("--since", help="only entries from this time (ISO 8601 or epoch): a partial export")
-    ep.add_argument("--url", help="hub base URL (default: http://<listen>)")
+    ep.add_argument("--url", help=URL_HELP)
     vp = asub.add_parser("verify", help="check the chain and the checkpoints; name the first bad entry")
     common(vp)
     vp.add_argument("file", nargs="?", type=Path, help="an export to check offline")
     vp.add_argument("--cert", action="append", type=Path,
                     help="trusted hub certificate (PEM; repeat for earlier hub keys)")
     vp.add_argument("--db", action="store_true", help="read DATA/spool.db directly, read-only")
-    vp.add_argument("--url", help="hub base URL (default: http://<listen>)")
+    vp.add_argument("--url", help=URL_HELP)
 
 
 @command("audit")
@@ -78,53 +78,38 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "export":
         return _export(args, settings)
     if args.file is not None and args.db:
-        print("lienthong audit verify: give FILE or --db, not both", file=sys.stderr)
+        say("lienthong audit verify: give FILE or --db, not both", file=sys.stderr)
         return 2
     if args.file is None and not args.db:
-        status, body = http_call("GET", _base(args, settings) + "/v1/audit/verify", _token(settings))
-        if status != 200:
-            raise HubError(f"the hub answered {status}: {body}", code="audit_unavailable")
-        report = VerifyReport(**body)
+        with client(args, settings, "auditor", 3600) as hub:
+            report = VerifyReport(**hub.get_json("/v1/audit/verify", "audit verify"))
     else:
+        if args.file is not None and not args.file.is_file():
+            print(f"lienthong audit verify: no export at {args.file} (make one with "
+                  f"`lienthong audit export -o FILE`)", file=sys.stderr)
+            return 2
         certs = _certs(args, settings)
         report = _verify_file(args.file, certs) if args.file else _verify_db(settings, certs)
         if isinstance(report, str):
-            print(report)
+            say(report)
             return 1
-    print(report.summary())
+    say(report.summary())
     return 0 if report.ok else 1
 
 
 # -- export ---------------------------------------------------------------------------
 
-def _base(args: argparse.Namespace, settings: Settings) -> str:
-    return hub_url(args, settings)
-
-
-def _token(settings: Settings) -> str:
-    return staff_token(settings, "auditor", 3600)
-
-
-def _get_lines(url: str, token: str) -> list[str]:
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            return resp.read().decode("utf-8").splitlines()
-    except urllib.error.HTTPError as exc:
-        raise HubError(f"the hub answered {exc.code}: {exc.read()[:300]!r}",
-                       code="audit_unavailable") from None
-    except urllib.error.URLError as exc:
-        raise HubError(f"cannot reach the hub at {url}: {exc.reason}", code="hub_unreachable") from None
-
-
 def _export(args: argparse.Namespace, settings: Settings) -> int:
-    base, token = _base(args, settings), _token(settings)
+    with client(args, settings, "auditor", 3600) as hub:
+        return _export_from(hub, args, settings)
+
+
+def _export_from(hub: HubClient, args: argparse.Namespace, settings: Settings) -> int:
+    base = hub.url
     checkpoints: list[dict[str, Any]] = []
     after = 0
     while True:  # checkpoints first: each then covers an entry the export holds
-        status, body = http_call("GET", f"{base}/v1/audit/checkpoints?after={after}&limit=1000", token)
-        if status != 200:
-            raise HubError(f"the hub answered {status}: {body}", code="audit_unavailable")
+        body = hub.get_json(f"/v1/audit/checkpoints?after={after}&limit=1000", "audit export")
         checkpoints.extend({k: c[k] for k in ("id", "at", "event_id", "head_hash", "xml")}
                            for c in body["items"])
         if "next" not in body:
@@ -137,21 +122,25 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
     part = args.output.with_name(args.output.name + ".part") if args.output else None
     count, after = 0, 0
     with open(part, "w", encoding="utf-8") if part else contextlib.nullcontext(sys.stdout) as out:
-        out.write(json.dumps({"export": header}, ensure_ascii=False) + "\n")
+        out.write(safe_json(json.dumps({"export": header}, ensure_ascii=False)) + "\n")
         while True:
             query = {"format": "jsonl", "limit": "1000", "after": str(after)}
             if args.since:
                 query["since"] = args.since
-            lines = _get_lines(f"{base}/v1/audit?{urllib.parse.urlencode(query)}", token)
-            out.writelines(line + "\n" for line in lines)
+            reply = hub.request("GET", f"/v1/audit?{urllib.parse.urlencode(query)}")
+            if reply.status != 200:
+                raise hub.refused(reply, "audit export")
+            lines = reply.body.decode("utf-8").splitlines()
+            out.writelines(safe_json(line) + "\n" for line in lines)
             count += len(lines)
             if len(lines) < 1000:
                 break
             after = json.loads(lines[-1])["id"]
-        out.writelines(json.dumps({"checkpoint": cp}, ensure_ascii=False) + "\n" for cp in checkpoints)
+        out.writelines(safe_json(json.dumps({"checkpoint": cp}, ensure_ascii=False)) + "\n"
+                       for cp in checkpoints)
     if part:
         os.replace(part, args.output)
-    print(f"exported {count} entries and {len(checkpoints)} checkpoints"
+    say(f"exported {count} entries and {len(checkpoints)} checkpoints"
           + (f" to {args.output}" if args.output else ""), file=sys.stderr)
     return 0
 
@@ -166,7 +155,8 @@ def _certs(args: argparse.Namespace, settings: Settings) -> list[x509.Certificat
         try:
             certs.append(x509.load_pem_x509_certificates(Path(path).read_bytes())[0])
         except (OSError, ValueError) as exc:
-            raise HubError(f"cannot read the hub certificate {path}: {exc}; give it with --cert",
+            why = exc.strerror if isinstance(exc, OSError) else exc
+            raise HubError(f"cannot read the hub certificate {path}: {why}; give it with --cert",
                            code="bad_certificate") from None
     return certs
 

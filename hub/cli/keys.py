@@ -7,6 +7,7 @@ from typing import Any, Callable
 from hub.cli.main import directory_of, command
 from hub.config import Settings
 from hub.crypto.keys import fingerprint, init_dev_keys, load_hub_keys
+from hub.textsafe import say
 
 
 def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -28,9 +29,9 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "init":
         report = init_dev_keys(keys_dir, directory.hub.id,
                                [o.id for o in directory if o.kind != "hub"], force=args.force)
-        print(f"{keys_dir}: {len(report.created)} created, {len(report.kept)} kept "
+        say(f"{keys_dir}: {len(report.created)} created, {len(report.kept)} kept "
               f"({report.algorithm})")
-        print(f"hub certificate: {keys_dir / 'hub.pem'}  (give it to auditors: "
+        say(f"hub certificate: {keys_dir / 'hub.pem'}  (give it to auditors: "
               f"`lienthong receipts verify FILE --cert {keys_dir / 'hub.pem'}`)")
         return 0
     if settings.hub_key_file or settings.hub_pkcs12_file:
@@ -38,8 +39,8 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
         keys, _trust = load_crypto(settings, directory)
     else:
         keys = load_hub_keys(keys_dir / "hub.key", keys_dir / "hub.pem")
-    print(f"subject      {keys.cert.subject.rfc4514_string()}")
-    print(f"issuer       {keys.cert.issuer.rfc4514_string()}")
-    print(f"valid        {keys.cert.not_valid_before_utc:%Y-%m-%d} .. {keys.cert.not_valid_after_utc:%Y-%m-%d}")
-    print(f"sha256       {fingerprint(keys.cert)}")
+    say(f"subject      {keys.cert.subject.rfc4514_string()}")
+    say(f"issuer       {keys.cert.issuer.rfc4514_string()}")
+    say(f"valid        {keys.cert.not_valid_before_utc:%Y-%m-%d} .. {keys.cert.not_valid_after_utc:%Y-%m-%d}")
+    say(f"sha256       {fingerprint(keys.cert)}")
     return 0

@@ -2,29 +2,36 @@
 
 Every command takes ``-c/--config FILE`` and ``--data DIR`` so that several
 hubs can run side by side on one machine.  Commands that talk to a running
-hub use its HTTP API (``--url``, default: the configured ``listen``);
+hub use its HTTP API through ``hub.cli.client`` (the hub serving ``--data``,
+found from ``DATA/run/serve.json``; ``--url`` overrides);
 commands that only read configuration or the directory work offline.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
 import importlib
 import json
 import logging
+import os
 import signal
+import socket
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from adapters.base import describe_options
 from adapters.registry import adapter_classes
 from hub.auth import ROLES, TokenAuthority, load_secret
-from hub.config import PARAMS, Settings, load_settings
+from hub.config import PARAMS, Settings, load_settings, toml_key, toml_value
+from hub.directory import KINDS
 from hub.errors import HubError
+from hub.textsafe import say, say_json
+
+if TYPE_CHECKING:
+    from hub.cli.client import HubClient
 
 Command = Callable[[argparse.Namespace, Settings], int]
 COMMANDS: dict[str, Command] = {}
@@ -33,6 +40,10 @@ COMMANDS: dict[str, Command] = {}
 #: registers its handlers with ``@command(name)``.
 CLI_MODULES: tuple[str, ...] = ("hub.cli.queue", "hub.cli.tail", "hub.cli.keys", "hub.cli.receipts",
                                 "hub.cli.audit")
+
+#: The help of every --url option.
+URL_HELP = ("hub base URL (default: the hub serving --data, as recorded in DATA/run/serve.json; "
+            "else http://<listen>)")
 
 #: Organisations whose tokens `make run` prints, for the README walkthrough.
 EXAMPLE_TOKENS = (("000.01.48.H63", "agency", "UBND thị trấn Mậu A (commune)"),
@@ -71,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("file", type=Path)
     p.add_argument("--as", dest="organ", required=True, help="OrganId of the sending organisation")
-    p.add_argument("--url", help="hub base URL (default: http://<listen>)")
+    p.add_argument("--url", help=URL_HELP)
 
     p = sub.add_parser("directory", help="the directory of organisations")
     common(p)
@@ -79,7 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     lp = dsub.add_parser("list", help="list organisations")
     common(lp)
     lp.add_argument("--json", action="store_true", help="JSON output")
-    lp.add_argument("--kind", help="only this kind")
+    lp.add_argument("--kind", choices=sorted(KINDS), metavar="KIND",
+                    help=f"only this kind: {', '.join(sorted(KINDS))}")
+    rp = dsub.add_parser("resolve", help="the route a document for ORGANID takes, and which "
+                         "entry or rule chose it")
+    common(rp)
+    rp.add_argument("organ_id", metavar="ORGANID")
+    rp.add_argument("--json", action="store_true", help="JSON output")
 
     p = sub.add_parser("token", help="issue a bearer token for the local hub")
     common(p)
@@ -90,8 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "arrives by (its token may speak for that route's organisations)")
     p.add_argument("--examples", action="store_true", help="print a few ready-made tokens")
 
-    p = sub.add_parser("conf", help="print the effective configuration")
+    p = sub.add_parser("conf", help="print the effective configuration (TOML, with each "
+                       "adapter's options and their defaults)")
     common(p)
+    p.add_argument("--show-secrets", action="store_true",
+                   help="print adapters' secrets as set (hidden by default)")
+
+    p = sub.add_parser("backup", help="a consistent copy of the data directory, while the hub runs")
+    common(p)
+    p.add_argument("dest", type=Path, help="new (or empty) directory for the copy")
     for name in CLI_MODULES:
         importlib.import_module(name).add_parsers(sub, common)
     return top
@@ -109,7 +133,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from(args)
         return COMMANDS[args.command](args, settings)
     except HubError as exc:
-        print(f"lienthong: {exc.code}: {exc.message}", file=sys.stderr)
+        where = getattr(exc, "what", None) or args.command
+        say(f"lienthong {where}: {exc.code}: {exc.message}", file=sys.stderr)
+        return int(getattr(exc, "exit_status", 2))
+    except OSError as exc:
+        if exc.filename is None:  # not a file the user named: a real fault, keep its traceback
+            raise
+        say(f"lienthong {args.command}: {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -120,17 +150,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 @command("serve")
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from aiohttp import web
+    from aiohttp.web_runner import GracefulExit
 
     from hub.api.app import create_app
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from hub.cli.client import forget_serving, read_serving, record_serving
+    running = read_serving(settings.data_path)
+    if running is not None and running.alive and running.pid != os.getpid():
+        print(f"lienthong serve: a hub (pid {running.pid}) already serves {settings.data_path} "
+              f"on {running.address}; stop it first, or give another --data", file=sys.stderr)
+        return 1
+    # The address first, before anything is created: a port in use is one
+    # line and exit 1, not a traceback after the data directory and its keys.
+    try:
+        sock = bind_listen(settings.listen_host, settings.listen_port)
+    except OSError as exc:
+        hint = (" (another hub or program holds it: give another --listen HOST:PORT)"
+                if exc.errno == errno.EADDRINUSE else "")
+        print(f"lienthong serve: cannot listen on {settings.listen}: {exc.strerror or exc}{hint}",
+              file=sys.stderr)
+        return 1
+    host, port = sock.getsockname()[:2]
+    from hub.api.guard import serve
+    from hub.textsafe import install_log
+    # Everything the hub creates under its data directory is its user's alone.
+    os.umask(0o077)
+    install_log(settings.log_level)
     # APScheduler narrates every timer run at INFO; the hub logs what matters.
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
     app = create_app(settings)
-    print(f"lienthong-hub listening on http://{settings.listen} (data: {settings.data_path})",
-          flush=True)
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    print(f"lienthong-hub listening on http://{shown} (data: {settings.data_path})", flush=True)
     _return_big_buffers()
     loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
     _stop_on_signals(loop)
 
     async def settle_garbage(app: web.Application) -> None:
@@ -139,14 +191,47 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         # under load no longer walks it.
         gc.collect()
         gc.freeze()
+        # Open and listening from here on: clients of this data directory find us.
+        record_serving(settings.data_path, host, port)
     app.on_startup.append(settle_garbage)
-    web.run_app(app, host=settings.listen_host, port=settings.listen_port, print=None,
-                access_log=None, handle_signals=False, loop=loop)
+    runner = None
+    try:
+        runner = loop.run_until_complete(serve(app, settings, sock))
+        loop.run_forever()
+    except (GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        if runner is not None:
+            loop.run_until_complete(runner.cleanup())
+        leftovers = asyncio.all_tasks(loop)
+        for task in leftovers:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*leftovers, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+        forget_serving(settings.data_path)
     # Stopped: the interpreter's exit would put back the default (death) for
     # any signal still to come; it has nothing left to interrupt.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
     return 0
+
+
+def bind_listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (``[::1]`` and ``::`` for IPv6)."""
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # Not SO_REUSEPORT: a second hub on the same port must fail, not share it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(512)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _return_big_buffers() -> None:
@@ -191,16 +276,6 @@ def authority(settings: Settings, *, create: bool = False) -> TokenAuthority:
     return TokenAuthority(load_secret(settings.data_path, create=create))
 
 
-def hub_url(args: argparse.Namespace, settings: Settings) -> str:
-    """The running hub's base URL: ``--url``, else ``http://<listen>``."""
-    if getattr(args, "url", None):
-        return str(args.url).rstrip("/")
-    host, port = settings.listen_host, settings.listen_port
-    # A hub bound to every address is reached on loopback from its own machine.
-    host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "::": "[::1]"}.get(host, host)
-    return f"http://{host}:{port}"
-
-
 def staff_token(settings: Settings, role: str, lifetime: float = 600) -> str:
     """A short-lived token for the hub's own staff role (operator, auditor)."""
     return authority(settings).issue(directory_of(settings).hub.id, role, lifetime)
@@ -224,7 +299,7 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
         print("lienthong token: give an OrganId (or --examples)", file=sys.stderr)
         return 2
     if args.organ not in directory:
-        print(f"lienthong token: {args.organ} is not in the directory", file=sys.stderr)
+        say(f"lienthong token: {args.organ} is not in the directory", file=sys.stderr)
         return 2
     if (args.role == "relay") != bool(args.route):
         print("lienthong token: a relay token needs --route ROUTE (the route the peer hub or "
@@ -238,88 +313,129 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def client(args: argparse.Namespace, settings: Settings, role: str,
+           lifetime: float = 600) -> "HubClient":
+    """The running hub as the hub's own staff ``role`` (operator, auditor)."""
+    from hub.cli.client import HubClient
+    return HubClient(args, settings, lambda: staff_token(settings, role, lifetime))
+
+
 @command("submit")
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
-    raw = args.file.read_bytes()
-    token = authority(settings).issue(args.organ, "agency", 3600)
-    status, body = http_call("POST", f"{hub_url(args, settings)}/v1/envelopes", token, raw,
-                             "application/xml")
-    print(json.dumps(body, ensure_ascii=False, indent=2))
-    return 0 if status in (200, 202) else 1
-
-
-def http_call(method: str, url: str, token: str, data: bytes | None = None,
-              content_type: str | None = None) -> tuple[int, Any]:
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Authorization": f"Bearer {token}"})
-    if content_type:
-        req.add_header("Content-Type", content_type)
+    from hub.cli.client import HubClient
     try:
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        payload = exc.read()
-        try:
-            return exc.code, json.loads(payload)
-        except ValueError:
-            return exc.code, {"error": {"code": f"http_{exc.code}", "message": payload.decode(errors="replace")}}
-    except urllib.error.URLError as exc:
-        raise HubError(f"cannot reach the hub at {url}: {exc.reason}", code="hub_unreachable") from None
+        raw = args.file.read_bytes()
+    except OSError as exc:
+        print(f"lienthong submit: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    minter = authority(settings)
+    if args.organ not in directory_of(settings):
+        print(f"lienthong submit: {args.organ} is not in the directory (see `lienthong directory "
+              f"list`)", file=sys.stderr)
+        return 2
+    with HubClient(args, settings, lambda: minter.issue(args.organ, "agency", 3600)) as hub:
+        reply = hub.request("POST", "/v1/envelopes", data=raw, content_type="application/xml")
+    try:
+        body = reply.json()
+    except ValueError:
+        raise hub.refused(reply, "submit") from None
+    say_json(body)
+    return 0 if reply.status in (200, 202) else 1
 
 
 @command("directory")
 def cmd_directory(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "resolve":
+        return _resolve(args, settings)
     rows = directory_of(settings).to_rows()
     if args.kind:
         rows = [r for r in rows if r["kind"] == args.kind]
     if args.json:
-        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        say_json(rows)
         return 0
-    print(f"{'ORGANID':<15} {'KIND':<20} {'ROUTE':<16} NAME")
+    say(f"{'ORGANID':<15} {'KIND':<20} {'ROUTE':<16} NAME")
     for r in rows:
-        print(f"{r['id']:<15} {r['kind']:<20} {r['route']:<16} {r['name']}")
-    print(f"-- {len(rows)} organisations")
+        say(f"{r['id']:<15} {r['kind']:<20} {r['route']:<16} {r['name']}")
+    say(f"-- {len(rows)} organisations")
+    return 0
+
+
+def _resolve(args: argparse.Namespace, settings: Settings) -> int:
+    directory = directory_of(settings)
+    route = directory.resolve(args.organ_id, strict=settings.organ_id_policy == "strict")
+    if args.json:
+        print(json.dumps({"organ_id": args.organ_id, "route": route.name, "known": route.known,
+                          "entry": route.organ.id if route.organ else None,
+                          "rule": route.rule.pattern if route.rule else None,
+                          "speaks_for": directory.may_speak_for(route.name, args.organ_id)},
+                         ensure_ascii=False))
+    else:
+        print(route.explain(args.organ_id))
     return 0
 
 
 @command("conf")
 def cmd_conf(args: argparse.Namespace, settings: Settings) -> int:
+    """The effective configuration as TOML: it can be pasted into hub.toml."""
     raw = settings.raw()
-    print(f"# effective configuration (file: {settings.source or 'none, built-in defaults'})")
+    say(f"# effective configuration (file: {settings.source or 'none, built-in defaults'})")
     for p in PARAMS:
         value = raw[p.name]
-        shown = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else value
         marker = "" if value == p.default else "   # changed"
-        print(f"{p.name} = {shown}{marker}")
+        print(f"{p.name} = {toml_value(value)}{marker}")
     classes = adapter_classes()
     for name, table in sorted(settings.adapters.items()):
-        print(f"\n[adapters.{json.dumps(name) if '.' in name else name}]")
-        print(f"class = {json.dumps(table['class'])}")
+        print(f"\n[adapters.{toml_key(name)}]")
+        print(f"class = {toml_value(table['class'])}")
         cls = classes.get(table["class"])
         if cls is None:
             print(f"# unknown class: known are {', '.join(sorted(classes))}")
+            for key, value in table.items():
+                if key != "class":
+                    print(f"{toml_key(key)} = {toml_value(value)}")
             continue
+        # Each option of the class: set ones with their value, the others
+        # commented out with their default, so the output pastes back as is.
         for key, kind, default in describe_options(cls):
             if key in table:
-                value = "\"(hidden)\"" if kind == "Secret" else _toml(table[key])
-                print(f"{key} = {value}   # changed ({kind})")
+                secret = kind == "Secret" and not args.show_secrets
+                value = toml_value("(hidden: --show-secrets)") if secret else toml_value(table[key])
+                print(f"{toml_key(key)} = {value}   # {kind}")
+            elif default is None:
+                print(f"# {toml_key(key)} =   ({kind}, optional)")
             else:
-                shown = _toml(f"{default:g}s" if kind == "Duration" and default is not None else default)
-                print(f"# {key} = {shown}   ({kind}, default)" if default is not None
-                      else f"# {key}   ({kind}, optional)")
+                shown = f"{default:g}s" if kind == "Duration" else default
+                print(f"# {toml_key(key)} = {toml_value(shown)}   ({kind}, default)")
+        known = {key for key, _kind, _default in describe_options(cls)} | {"class"}
+        for key, value in table.items():
+            if key not in known:
+                print(f"{toml_key(key)} = {toml_value(value)}   # not an option of "
+                      f"{table['class']}: refused at start")
     return 0
 
 
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return '""'
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return json.dumps(str(value), ensure_ascii=False)
+@command("backup")
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from spool import open_spool
+    if not (settings.data_path / "spool.db").is_file():  # before the spool touches anything
+        print(f"lienthong backup: no spool database at {settings.data_path / 'spool.db'}: is "
+              f"--data (or -c) the hub's data directory?", file=sys.stderr)
+        return 2
+
+    async def run() -> dict[str, int]:
+        spool = open_spool(settings, time.time)
+        await spool.open(read_only=True)
+        try:
+            return await spool.backup(args.dest)
+        finally:
+            await spool.close()
+    copied = asyncio.run(run())
+    print(f"{args.dest}: spool.db, {copied['payloads']} payload files, {copied['files']} key and "
+          f"secret files (check it: `lienthong audit verify --db --data {args.dest}`)")
+    return 0
+
 
 
 if __name__ == "__main__":

@@ -7,14 +7,17 @@ spool writer and is recorded in its event log.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import urllib.parse
 from datetime import datetime
 from typing import Any, Callable
 
-from hub.cli.main import command, http_call, hub_url, staff_token
+from hub.cli.client import HubClient
+from hub.cli.main import URL_HELP, client, command
 from hub.config import Settings
+from spool.states import State
+
+STATES = tuple(s.value for s in State)
+from hub.textsafe import say, say_json
 
 
 def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -23,7 +26,9 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     qsub = p.add_subparsers(dest="action", required=True)
     lp = qsub.add_parser("list", help="deliveries in the queue, like mailq")
     common(lp)
-    lp.add_argument("--state", help="comma-separated states (default: all not yet final)")
+    lp.add_argument("--state", type=_states, metavar="S[,S…]",
+                    help=f"comma-separated states, of {', '.join(STATES)} "
+                         f"(default: queued,active,deferred,hold)")
     lp.add_argument("--route")
     lp.add_argument("--organ", help="sender or recipient OrganId")
     lp.add_argument("--older-than", help="only deliveries older than this (e.g. 1h, 2d)")
@@ -40,24 +45,24 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
             ap.add_argument("--reason", required=(name == "drop"), default="")
     for parser in [lp] + [qsub.choices[n] for n in ("show", "hold", "release", "retry", "drop")]:
         parser.add_argument("--json", action="store_true", help="JSON output")
-        parser.add_argument("--url", help="hub base URL (default: http://<listen>)")
+        parser.add_argument("--url", help=URL_HELP)
 
 
-def _call(settings: Settings, args: argparse.Namespace, method: str, path: str,
-          body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    return http_call(method, hub_url(args, settings) + path, staff_token(settings, "operator"), data,
-                     "application/json" if data else None)
-
-
-def _fail(status: int, body: Any) -> int:
-    err = (body or {}).get("error", {}) if isinstance(body, dict) else {}
-    print(f"lienthong queue: {err.get('code', status)}: {err.get('message', body)}", file=sys.stderr)
-    return 1
+def _states(text: str) -> str:
+    bad = [s for s in text.split(",") if s and s not in STATES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown state(s) {', '.join(bad)}: "
+                                         f"choose from {', '.join(STATES)}")
+    return text
 
 
 @command("queue")
 def cmd_queue(args: argparse.Namespace, settings: Settings) -> int:
+    with client(args, settings, "operator") as hub:
+        return _queue(hub, args)
+
+
+def _queue(hub: HubClient, args: argparse.Namespace) -> int:
     if args.action == "list":
         query = {"limit": str(args.limit),
                  "state": args.state or "queued,active,deferred,hold"}
@@ -66,25 +71,20 @@ def cmd_queue(args: argparse.Namespace, settings: Settings) -> int:
                 query[key] = getattr(args, key)
         if args.older_than:
             query["older_than"] = args.older_than
-        status, body = _call(settings, args, "GET", "/v1/queue?" + urllib.parse.urlencode(query))
-        if status != 200:
-            return _fail(status, body)
+        body = hub.get_json("/v1/queue?" + urllib.parse.urlencode(query), "queue list")
         return _print_list(body["items"], args.json)
     target = urllib.parse.quote(args.id, safe="")
     if args.action == "show":
-        status, body = _call(settings, args, "GET", f"/v1/queue/{target}")
-        if status != 200:
-            return _fail(status, body)
-        return _print_show(body, args.json)
-    status, body = _call(settings, args, "POST", f"/v1/queue/{target}/{args.action}",
-                         {"reason": args.reason})
-    if status != 200:
-        return _fail(status, body)
+        return _print_show(hub.get_json(f"/v1/queue/{target}", "queue show"), args.json)
+    reply = hub.request("POST", f"/v1/queue/{target}/{args.action}", json_body={"reason": args.reason})
+    if reply.status != 200:
+        raise hub.refused(reply, f"queue {args.action}")
+    body = reply.json()
     if args.json:
-        print(json.dumps(body, ensure_ascii=False, indent=2))
+        say_json(body)
     else:
         for c in body["changed"]:
-            print(f"{c['delivery_id']:>8} {c['message_id']} {c['recipient']}: {c['from']} -> {c['state']}")
+            say(f"{c['delivery_id']:>8} {c['message_id']} {c['recipient']}: {c['from']} -> {c['state']}")
     return 0
 
 
@@ -97,41 +97,41 @@ def _age(seconds: float) -> str:
 
 def _print_list(items: list[dict[str, Any]], as_json: bool) -> int:
     if as_json:
-        print(json.dumps(items, ensure_ascii=False, indent=2))
+        say_json(items)
         return 0
-    print(f"{'DELIVERY':>8} {'MESSAGE':<26} {'STATE':<9} {'AGE':>5} {'TRIES':>5} "
+    say(f"{'DELIVERY':>8} {'MESSAGE':<26} {'STATE':<9} {'AGE':>5} {'TRIES':>5} "
           f"{'ROUTE':<14} {'SENDER':<14} -> RECIPIENT")
     for r in items:
-        print(f"{r['delivery_id']:>8} {r['message_id']:<26} {r['state']:<9} "
+        say(f"{r['delivery_id']:>8} {r['message_id']:<26} {r['state']:<9} "
               f"{_age(r['age_seconds']):>5} {r['attempts']:>5} {r['route']:<14} "
               f"{r['sender']:<14} -> {r['recipient']}")
         if r["last_error"]:
-            print(f"{'':>9}({r['last_error'][:110]})")
-    print(f"-- {len(items)} deliveries")
+            say(f"{'':>9}({r['last_error'][:110]})")
+    say(f"-- {len(items)} deliveries")
     return 0
 
 
 def _print_show(body: dict[str, Any], as_json: bool) -> int:
     if as_json:
-        print(json.dumps(body, ensure_ascii=False, indent=2))
+        say_json(body)
         return 0
     p = body["payload"]
-    print(f"message     {body['message_id']} ({body['kind']}, origin {body['origin']})")
-    print(f"sender      {body['sender']}")
-    print(f"document    {body['document_id']}  {body['code'] or ''}")
-    print(f"subject     {body['subject'] or ''}")
-    print(f"received    {body['received_at']}")
-    print(f"payload     {p['size']} bytes, sha256 {p['sha256']}")
-    print(f"signature   {p['signature'].get('result')}: {p['signature'].get('detail', '')}")
-    print("deliveries")
+    say(f"message     {body['message_id']} ({body['kind']}, origin {body['origin']})")
+    say(f"sender      {body['sender']}")
+    say(f"document    {body['document_id']}  {body['code'] or ''}")
+    say(f"subject     {body['subject'] or ''}")
+    say(f"received    {body['received_at']}")
+    say(f"payload     {p['size']} bytes, sha256 {p['sha256']}")
+    say(f"signature   {p['signature'].get('result')}: {p['signature'].get('detail', '')}")
+    say("deliveries")
     for d in body["deliveries"]:
-        print(f"  {d['delivery_id']:>6} {d['recipient']:<14} {d['route']:<14} {d['state']:<9} "
+        say(f"  {d['delivery_id']:>6} {d['recipient']:<14} {d['route']:<14} {d['state']:<9} "
               f"attempts={d['attempts']} next={d['next_attempt_at']} expires={d['expires_at']}")
         if d["last_error"]:
-            print(f"         last error: {d['last_error']}")
-    print("events")
+            say(f"         last error: {d['last_error']}")
+    say("events")
     for e in body["events"]:
         when = datetime.fromisoformat(e["at"].replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M:%S")
         extra = " ".join(f"{k}={v}" for k, v in e["detail"].items() if k not in ("recipients",))
-        print(f"  #{e['id']:<6} {when} {e['kind']:<15} {e['state'] or '':<9} {e['organ'] or ''} {extra}")
+        say(f"  #{e['id']:<6} {when} {e['kind']:<15} {e['state'] or '':<9} {e['organ'] or ''} {extra}")
     return 0

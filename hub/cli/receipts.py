@@ -13,20 +13,21 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
 from cryptography import x509
 
-from hub.cli.main import command, hub_url, staff_token
+from hub.cli.client import HubClient
+from hub.cli.main import URL_HELP, client, command
 from hub.config import Settings
-from hub.errors import HubError, ValidationError
+from hub.errors import ValidationError
 from hub.receipts.format import EVENTS, RNS, verify_receipt
+from hub.receipts.issuer import RECORDED
+from spool.states import State
+from hub.textsafe import escape, say, say_json
 
 _FILTERS = ("document", "organ", "event", "state", "since", "until")
 
@@ -39,8 +40,11 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     common(qp)
     qp.add_argument("--document", help="message id of the document")
     qp.add_argument("--organ", help="sender or recipient OrganId")
-    qp.add_argument("--event", choices=EVENTS)
-    qp.add_argument("--state", help="delivery state stated by the receipt")
+    qp.add_argument("--event", choices=EVENTS, metavar="EVENT",
+                    help=f"only receipts of this event: {', '.join(EVENTS)}")
+    states = [s.value for s in State] + [RECORDED]
+    qp.add_argument("--state", choices=states, metavar="STATE",
+                    help=f"delivery state stated by the receipt: {', '.join(states)}")
     qp.add_argument("--since", help="from this time (ISO 8601 or epoch seconds)")
     qp.add_argument("--until", help="before this time (ISO 8601 or epoch seconds)")
     qp.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
@@ -53,7 +57,7 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     gp.add_argument("id", help="receipt id")
     gp.add_argument("-o", "--output", type=Path, help="write to FILE (default: stdout)")
     for parser in (qp, gp):
-        parser.add_argument("--url", help="hub base URL (default: http://<listen>)")
+        parser.add_argument("--url", help=URL_HELP)
     vp = rsub.add_parser("verify", help="verify a receipt offline with the hub's certificate")
     common(vp)
     vp.add_argument("file", type=Path, help="receipt XML file")
@@ -64,48 +68,22 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
 def cmd_receipts(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "verify":
         return _verify(args, settings)
-    if args.action == "get":
-        status, body, _ctype = _fetch(settings, args, f"/v1/receipts/{urllib.parse.quote(args.id, safe='')}")
-        if status != 200:
-            return _fail(status, body)
-        if args.output:
-            args.output.write_bytes(body)
-            print(f"{args.output}: receipt {args.id} ({len(body)} bytes)", file=sys.stderr)
-        else:
-            sys.stdout.buffer.write(body)
-            sys.stdout.flush()
-        return 0
-    return _query(args, settings)
+    with client(args, settings, "auditor") as hub:
+        if args.action == "query":
+            return _query(hub, args)
+        reply = hub.request("GET", f"/v1/receipts/{urllib.parse.quote(args.id, safe='')}")
+    if reply.status != 200:
+        raise hub.refused(reply, "receipts get")
+    if args.output:
+        args.output.write_bytes(reply.body)
+        say(f"{args.output}: receipt {args.id} ({len(reply.body)} bytes)", file=sys.stderr)
+    else:
+        sys.stdout.buffer.write(reply.body)
+        sys.stdout.flush()
+    return 0
 
 
-# -- over HTTP ------------------------------------------------------------------------
-
-def _fetch(settings: Settings, args: argparse.Namespace, path: str) -> tuple[int, bytes, str]:
-    """GET ``path`` from the running hub as its auditor: (status, body, content type)."""
-    token = staff_token(settings, "auditor")
-    base = hub_url(args, settings)
-    req = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(req, timeout=120) as resp:
-            return resp.status, resp.read(), resp.headers.get_content_type()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(), exc.headers.get_content_type()
-    except urllib.error.URLError as exc:
-        raise HubError(f"cannot reach the hub at {base}: {exc.reason}",
-                       code="hub_unreachable") from None
-
-
-def _fail(status: int, body: bytes) -> int:
-    try:
-        err = json.loads(body).get("error", {})
-    except (ValueError, AttributeError):
-        err = {}
-    message = err.get("message") or body.decode("utf-8", "replace")[:300]
-    print(f"lienthong receipts: {err.get('code', status)}: {message}", file=sys.stderr)
-    return 1
-
-
-def _query(args: argparse.Namespace, settings: Settings) -> int:
+def _query(hub: HubClient, args: argparse.Namespace) -> int:
     wanted = max(1, args.limit)
     query: dict[str, str] = {k: str(getattr(args, k)) for k in _FILTERS if getattr(args, k)}
     if args.csv:
@@ -113,19 +91,19 @@ def _query(args: argparse.Namespace, settings: Settings) -> int:
     after, items, csv_parts = args.after, [], []
     while wanted > 0:  # pages of at most 1000 until --limit is reached
         page = min(wanted, 1000)
-        status, body, _ = _fetch(settings, args, "/v1/receipts?" + urllib.parse.urlencode(
+        reply = hub.request("GET", "/v1/receipts?" + urllib.parse.urlencode(
             {**query, "limit": str(page), "after": str(after)}))
-        if status != 200:
-            return _fail(status, body)
+        if reply.status != 200:
+            raise hub.refused(reply, "receipts query")
         if args.csv:
-            lines = body.decode("utf-8").splitlines(keepends=True)
+            lines = reply.body.decode("utf-8").splitlines(keepends=True)
             rows = lines[1:]
             csv_parts.extend(lines if not csv_parts else rows)
             got = len(rows)
             if got:
                 after = int(rows[-1].split(",", 1)[0])
         else:
-            got_items = json.loads(body)["items"]
+            got_items = reply.json()["items"]
             items.extend(got_items)
             got = len(got_items)
             if got:
@@ -134,22 +112,22 @@ def _query(args: argparse.Namespace, settings: Settings) -> int:
         if got < page:
             break
     if args.csv:
-        sys.stdout.write("".join(csv_parts))
+        sys.stdout.write("".join(escape(line.rstrip("\r\n")) + "\n" for line in csv_parts))
     elif args.json:
-        print(json.dumps(items, ensure_ascii=False, indent=2))
+        say_json(items)
     else:
         _print_table(items)
     return 0
 
 
 def _print_table(items: list[dict[str, Any]]) -> None:
-    print(f"{'SEQ':>6} {'TIME':<24} {'EVENT':<9} {'STATE':<9} {'BS':<2} {'SIG':<8} "
+    say(f"{'SEQ':>6} {'TIME':<24} {'EVENT':<9} {'STATE':<9} {'BS':<2} {'SIG':<8} "
           f"{'MESSAGE':<26} {'SENDER':<14} -> RECIPIENT")
     for r in items:
-        print(f"{r['seq']:>6} {r['time']:<24} {r['event']:<9} {r['state'] or '':<9} "
+        say(f"{r['seq']:>6} {r['time']:<24} {r['event']:<9} {r['state'] or '':<9} "
               f"{r['business_status'] or '':<2} {r['sender_signature'] or '':<8} "
               f"{r['message_id']:<26} {r['sender']:<14} -> {r['recipient'] or ''}")
-    print(f"-- {len(items)} receipts" + (f" (next: --after {items[-1]['seq']})" if items else ""))
+    say(f"-- {len(items)} receipts" + (f" (next: --after {items[-1]['seq']})" if items else ""))
 
 
 # -- offline ----------------------------------------------------------------------------
@@ -178,19 +156,19 @@ def _claimed_time(xml: bytes) -> dt.datetime | None:
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
     cert_file = _hub_cert_file(args, settings)
     if cert_file is None:
-        print(f"lienthong receipts verify: no hub certificate at "
+        say(f"lienthong receipts verify: no hub certificate at "
               f"{settings.data_path / 'keys' / 'hub.pem'}: give --cert HUB_CERT", file=sys.stderr)
         return 2
     try:
         cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
         xml = args.file.read_bytes()
     except (OSError, ValueError) as exc:
-        print(f"lienthong receipts verify: {exc}", file=sys.stderr)
+        say(f"lienthong receipts verify: {exc}", file=sys.stderr)
         return 2
     try:
         f = verify_receipt(xml, cert, at=_claimed_time(xml))
     except ValidationError as exc:
-        print(f"{args.file}: invalid: {exc.message}", file=sys.stderr)
+        say(f"{args.file}: invalid: {exc.message}", file=sys.stderr)
         return 1
     for label, value in (("receipt", f.receipt_id), ("message", f.message_id),
                          ("document", f.document_id), ("sha256", f.document_sha256),
@@ -200,6 +178,6 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
                          ("time", f.time.isoformat()), ("sender signature", f.sender_signature),
                          ("hub", f.hub_id)):
         if value is not None:
-            print(f"{label:<17} {value}")
-    print(f"valid (signed by {cert.subject.rfc4514_string()})")
+            say(f"{label:<17} {value}")
+    say(f"valid (signed by {cert.subject.rfc4514_string()})")
     return 0

@@ -31,9 +31,12 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from hub.cli.main import authority, directory_of, command, hub_url
+from hub.cli.client import HubClient, Reply, why
+from hub.cli.main import URL_HELP, authority, command, directory_of
 from hub.config import Settings
 from hub.errors import HubError
+from spool.states import State
+from hub.textsafe import escape, safe_json
 
 #: Seconds between reconnection attempts: the first, and the most.
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 10.0
@@ -133,25 +136,25 @@ def _shown(value: Any) -> str:
     elif isinstance(value, dict):
         value = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     text = str(value)
-    return text if _BARE.match(text) else json.dumps(text, ensure_ascii=False)
+    return escape(text) if _BARE.match(text) else safe_json(json.dumps(text, ensure_ascii=False))
 
 
 def event_line(ev: dict[str, Any], colour: bool = False) -> str:
     """``2026-11-26 06:01:02 #123 state delivered 01J… 000.31.48.H63 route=mailbox …``"""
     when = datetime.fromtimestamp(float(ev.get("at") or 0)).strftime("%Y-%m-%d %H:%M:%S")
-    kind, state = str(ev.get("kind", "?")), ev.get("state") or "-"
+    kind, state = escape(ev.get("kind", "?")), escape(ev.get("state") or "-")
     detail = ev.get("detail") or {}
     keys = [k for k in _DETAIL_ORDER if k in detail]
     keys += sorted(k for k in detail if k not in keys and k not in _DETAIL_HIDDEN)
     pairs = " ".join(f"{_DETAIL_NAMES.get(k, k)}={_shown(detail[k])}" for k in keys
                      if detail[k] is not None)
-    head = f"{when} #{ev.get('id')}"
+    head = f"{when} #{escape(ev.get('id'))}"
     what = f"{kind} {state}"
     if colour:
         code = _STATE_COLOURS.get(state, "0") if kind == "state" else _KIND_COLOURS.get(kind, "0")
         head, what = f"\033[2m{head}{_RESET}", f"\033[{code}m{what}{_RESET}"
-    return " ".join(p for p in (head, what, ev.get("message_id") or "-", ev.get("organ") or "-",
-                                pairs) if p)
+    return " ".join(p for p in (head, what, escape(ev.get("message_id") or "-"),
+                                escape(ev.get("organ") or "-"), pairs) if p)
 
 
 class Printer:
@@ -162,7 +165,7 @@ class Printer:
 
     def event(self, ev: dict[str, Any]) -> None:
         if self.as_json:
-            self.out.write(json.dumps(ev, ensure_ascii=False, separators=(",", ":")) + "\n")
+            self.out.write(safe_json(json.dumps(ev, ensure_ascii=False, separators=(",", ":"))) + "\n")
         else:
             self.out.write(event_line(ev, self.colour) + "\n")
 
@@ -191,50 +194,54 @@ class Trouble(Exception):
 
 
 def note(message: str) -> None:
-    print(f"lienthong tail: {message}", file=sys.stderr, flush=True)
+    print(f"lienthong tail: {escape(message)}", file=sys.stderr, flush=True)
 
 
 class Tail:
-    """One ``lienthong tail``: the stream's URL and filters, and the last id printed."""
+    """One ``lienthong tail``: the hub, the stream's filters, and the last id printed."""
 
-    def __init__(self, url: str, params: dict[str, str], token: Callable[[], str],
-                 printer: Printer, after: int | None) -> None:
-        self.url = url
+    def __init__(self, hub: HubClient, params: dict[str, str], printer: Printer,
+                 after: int | None) -> None:
+        self.hub = hub
         self.params = params
-        self.token = token
         self.printer = printer
         self.last_id = after
         self.resuming = False
 
     async def run(self, follow: bool) -> int:
-        timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=READ_TIMEOUT)
         delay = BACKOFF_FIRST
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            while True:
-                try:
-                    await self.stream(session, follow)
-                    if not follow:
-                        return 0
-                    delay = BACKOFF_FIRST
-                    note(f"the hub closed the stream after #{self.last_id or 0}; reconnecting")
-                except BrokenPipeError:
-                    raise  # our reader left, not the hub
-                except (TimeoutError, aiohttp.ClientError, OSError, Trouble) as exc:
-                    if not follow:
-                        raise HubError(f"cannot read events from {self.url}: {_why(exc)}",
-                                       code="hub_unreachable") from None
-                    note(f"{_why(exc)}; reconnecting in {delay:.0f}s after #{self.last_id or 0}")
-                self.resuming = True
-                await asyncio.sleep(delay)
-                delay = min(BACKOFF_MAX, delay * 2)
+        while True:
+            try:
+                await self.stream(follow)
+                if not follow:
+                    return 0
+                delay = BACKOFF_FIRST
+                note(f"the hub closed the stream after #{self.last_id or 0}; reconnecting")
+            except BrokenPipeError:
+                raise  # our reader left, not the hub
+            except (TimeoutError, aiohttp.ClientError, OSError, Trouble) as exc:
+                if not follow:
+                    raise self.hub.unreachable(f"cannot read events: {_why(exc)}") from None
+                note(f"{_why(exc)}; reconnecting in {delay:.0f}s after #{self.last_id or 0}")
+            self.resuming = True
+            await asyncio.sleep(delay)
+            delay = min(BACKOFF_MAX, delay * 2)
 
-    async def stream(self, session: aiohttp.ClientSession, follow: bool) -> None:
-        headers = {"Authorization": f"Bearer {self.token()}", "Accept": "text/event-stream"}
+    async def stream(self, follow: bool) -> None:
+        headers = {**self.hub.headers(), "Accept": "text/event-stream"}
         if self.last_id is not None:
             headers["Last-Event-ID"] = str(self.last_id)
         params = dict(self.params) if follow else {**self.params, "once": "1"}
-        async with session.get(self.url, params=params, headers=headers) as resp:
-            await _check(resp)
+        timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=READ_TIMEOUT)
+        async with self.hub.session().get(self.hub.url + "/v1/events", params=params,
+                                          headers=headers, timeout=timeout) as resp:
+            if resp.status != 200:
+                reply = Reply(resp.status, await resp.read(), resp.content_type)
+                if resp.status >= 500:
+                    raise Trouble(f"the hub answered {resp.status} ({': '.join(reply.error())})")
+                refused = self.hub.refused(reply, "tail")
+                raise Refused(f"the hub refused the stream: {refused.message}", code=refused.code,
+                              http_status=resp.status)
             if self.resuming:
                 note(f"reconnected; resuming after #{self.last_id or 0}")
                 self.resuming = False
@@ -258,28 +265,10 @@ class Tail:
         self.last_id = ev_id
 
 
-async def _check(resp: aiohttp.ClientResponse) -> None:
-    if resp.status == 200:
-        return
-    try:
-        err = (await resp.json(content_type=None))["error"]
-        message = f"{err['code']}: {err['message']}"
-    except (ValueError, KeyError, TypeError, aiohttp.ClientError):
-        message = f"HTTP {resp.status}"
-    if resp.status >= 500:
-        raise Trouble(f"the hub answered {resp.status} ({message})")
-    hint = " (is --data the hub's data directory? or give --token)" if resp.status == 401 else ""
-    raise Refused(f"the hub refused the stream: {message}{hint}", http_status=resp.status)
-
-
 def _why(exc: BaseException) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect to {exc.host}:{exc.port}"
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return "timed out connecting"
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, TimeoutError) and not isinstance(exc, aiohttp.ConnectionTimeoutError):
         return f"no data for {READ_TIMEOUT:.0f}s"
-    return str(exc) or type(exc).__name__
+    return why(exc)
 
 
 # -- the command ------------------------------------------------------------------------
@@ -299,10 +288,10 @@ def token_source(args: argparse.Namespace, settings: Settings) -> Callable[[], s
 
 @command("tail")
 def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
-    tail = Tail(f"{hub_url(args, settings)}/v1/events", stream_params(args),
-                token_source(args, settings), make_printer(args), args.after)
+    hub = HubClient(args, settings, token_source(args, settings), minted=not args.token)
+    tail = Tail(hub, stream_params(args), make_printer(args), args.after)
     try:
-        return asyncio.run(tail.run(args.follow))
+        return hub.run(tail.run(args.follow))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -310,6 +299,8 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
         # complaining when it flushes stdout on the way out.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        hub.close()
 
 
 def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -318,13 +309,15 @@ def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> 
     p.add_argument("-f", "--follow", action="store_true",
                    help="keep following; reconnect without gaps when the hub restarts")
     p.add_argument("--organ", help="only events about this OrganId")
-    p.add_argument("--state", help="only events with this state (queued, delivered, …)")
+    states = [s.value for s in State]
+    p.add_argument("--state", choices=states, metavar="STATE",
+                   help=f"only events with this state: {', '.join(states)}")
     p.add_argument("--kind", help="only these kinds, comma separated (accepted,refused,state,…)")
     p.add_argument("--message", metavar="ID", help="only events of this message id")
     p.add_argument("--after", type=int, metavar="EVENT_ID", help="start after this event id")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="JSON lines (the default when piped)")
     out.add_argument("--text", action="store_true", help="readable lines even when piped")
-    p.add_argument("--url", help="hub base URL (default: http://<listen>)")
+    p.add_argument("--url", help=URL_HELP)
     p.add_argument("--token", help="bearer token (default: an operator token minted with the "
                                    "hub's secret under --data)")

@@ -148,6 +148,15 @@ def _c14n_text(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#xD;")
 
 
+_ATTRIBUTES = etree.XPath("@*")
+
+
+def _attributes(el: etree._Element) -> dict[str, str]:
+    """``dict(el.attrib)`` in linear time: lxml looks each value up by name
+    again, quadratic in the number of attributes (all of it holding the GIL)."""
+    return {value.attrname: str(value) for value in _ATTRIBUTES(el)}
+
+
 class _SetAside:
     """The big attachments of a tree, swapped out for small placeholders.
 
@@ -167,7 +176,7 @@ class _SetAside:
             if text is None or len(text) <= _BIG_TEXT or len(el) or parent is None:
                 continue
             marker = f"\ue000lienthong-big-{len(self.items)}-{id(el)}\ue000"
-            stand_in = etree.Element(el.tag, dict(el.attrib), nsmap=el.nsmap)
+            stand_in = etree.Element(el.tag, _attributes(el), nsmap=el.nsmap)
             stand_in.text, stand_in.tail = marker, el.tail
             prefix = el.prefix
             parent.replace(el, stand_in)

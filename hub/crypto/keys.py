@@ -39,6 +39,7 @@ from cryptography.x509 import verification as xv
 from cryptography.x509.oid import NameOID
 
 from hub.errors import ConfigError
+from hub.private import CERT_MODE, FILE_MODE, private_dir
 
 log = logging.getLogger("hub.crypto.keys")
 
@@ -133,7 +134,7 @@ def fingerprint(cert: x509.Certificate) -> str:
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
     """Write ``data`` to ``path`` via tmp + fsync + rename (no torn key files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, mode)
@@ -172,8 +173,8 @@ def _pair_files(stem: Path) -> tuple[Path, Path]:
 def _save_pair(stem: Path, key: PrivateKey, cert: x509.Certificate) -> None:
     key_file, cert_file = _pair_files(stem)
     # Key first: a cert without its key is useless, a key without its cert is redone.
-    _write_atomic(key_file, _key_pem(key), 0o600)
-    _write_atomic(cert_file, _cert_pem(cert), 0o644)
+    _write_atomic(key_file, _key_pem(key), FILE_MODE)
+    _write_atomic(cert_file, _cert_pem(cert), CERT_MODE)
 
 
 def _load_pair(stem: Path) -> tuple[PrivateKey, x509.Certificate] | None:

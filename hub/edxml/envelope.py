@@ -14,8 +14,12 @@ dot-separated alphanumeric parts, as real networks carry ``28.22.H17``.
 Diagnostics: ``ValidationError`` with one of the codes ``missing_element``,
 ``duplicate_element``, ``unexpected_element``, ``no_recipients``,
 ``duplicate_recipient``, ``bad_date``, ``bad_organ_id``,
-``attachment_mismatch``, ``self_reference``; details hold ``path``
-(``/edXML/.../To[2]/OrganId``) and ``line``.
+``attachment_mismatch``, ``self_reference``, ``bad_identifier`` (a
+DocumentId, Code or ContentId holding a control character or a bidirectional
+override, or longer than ``MAX_IDENTIFIER``); and, with HTTP 413,
+``field_too_long`` (free text over ``FieldLimits.text``) and
+``too_many_recipients``; details hold ``path`` (``/edXML/.../To[2]/OrganId``)
+and ``line``.
 
 Axis normalisation: what the national axis and the provincial platforms do
 to a message on its way (an empty ``ResponseFor``, the TraceHeaders of the
@@ -46,11 +50,12 @@ from typing import Any, Literal
 
 from lxml import etree
 
-from hub.errors import ValidationError
+from hub.errors import TooLargeError, ValidationError
 from hub.edxml.xmlsafe import DSIG_NS, NS, element_path
 
-__all__ = ["DSIG_NS", "NS", "STATUS_CODES", "Business", "Envelope", "Irregularity", "Receiver",
-           "Replacement", "ResponseFor", "Trace", "build_status", "extract", "valid_organ_id"]
+__all__ = ["DSIG_NS", "NS", "STATUS_CODES", "Business", "Envelope", "FieldLimits", "Irregularity",
+           "Receiver", "Replacement", "ResponseFor", "Trace", "build_status", "extract",
+           "valid_organ_id"]
 
 #: BussinessDocType values: 0 new, 1 revocation (thu hồi), 2 update (cập nhật),
 #: 3 replacement (thay thế).
@@ -67,6 +72,13 @@ _XML_WS = " \t\r\n"
 # Characters XML 1.0 cannot carry; they may reach a Description from the
 # error text of someone else's document.
 _NOT_XML_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+#: Longest identifier (DocumentId, Code, ContentId) accepted, in characters.
+MAX_IDENTIFIER = 512
+# What an identifier may never hold: C0 and C1 controls (a newline forges a log
+# line, a NUL truncates), DEL, and the bidirectional marks, embeddings,
+# overrides and isolates that make text display in another order than stored.
+_NOT_IN_IDENTIFIER = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 # edXML timestamps carry no zone; by convention they are Vietnam time.
 _ICT = timezone(timedelta(hours=7), "ICT")
 
@@ -163,6 +175,19 @@ class Envelope:
     irregularities: list[Irregularity] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class FieldLimits:
+    """Bounds on what one envelope may ask the hub to keep (``hub.config`` keys
+    ``max_text_field`` and ``max_recipients``)."""
+
+    text: int = 16 * 1024
+    recipients: int = 500
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "FieldLimits":
+        return cls(settings.max_text_field, settings.max_recipients)
+
+
 def valid_organ_id(s: str, strict: bool) -> bool:
     """Whether ``s`` is an acceptable OrganId under the given policy."""
     pattern = _STRICT_ORGAN_ID if strict else _LENIENT_ORGAN_ID
@@ -216,6 +241,36 @@ def _opt_text(groups: _Groups, name: str) -> str | None:
     return (_text(el) or None) if el is not None else None
 
 
+def _identifier(el: etree._Element) -> str:
+    """An identifier's text, refused if it could forge a line or hide its order."""
+    text = _text(el)
+    bad = _NOT_IN_IDENTIFIER.search(text)
+    if bad is not None or len(text) > MAX_IDENTIFIER:
+        path = element_path(el)
+        why = (f"holds the control or bidirectional character U+{ord(bad[0]):04X}"
+               if bad is not None else f"is longer than {MAX_IDENTIFIER} characters")
+        raise _error(f"{path} {why}", "bad_identifier", path, el.sourceline)
+    return text
+
+
+def _opt_identifier(groups: _Groups, name: str) -> str | None:
+    el = _at_most_one(groups, name)
+    return (_identifier(el) or None) if el is not None else None
+
+
+def _free_text(groups: _Groups, name: str, limits: FieldLimits) -> str | None:
+    el = _at_most_one(groups, name)
+    if el is None:
+        return None
+    text = _text(el)
+    if len(text) > limits.text:
+        path = element_path(el)
+        raise TooLargeError(f"{path} is {len(text)} characters, more than the {limits.text} "
+                            f"allowed (max_text_field)", code="field_too_long",
+                            details={"path": path, "line": el.sourceline, "limit": limits.text})
+    return text or None
+
+
 def _opt_int(groups: _Groups, name: str) -> int | None:
     text = _opt_text(groups, name)
     return int(text) if text is not None else None
@@ -261,7 +316,8 @@ def _organ_id(el: etree._Element, strict: bool) -> str:
 
 # ---------------------------------------------------------------- extract
 
-def extract(tree: etree._ElementTree, *, strict: bool) -> Envelope:
+def extract(tree: etree._ElementTree, *, strict: bool,
+            limits: FieldLimits = FieldLimits()) -> Envelope:
     """Check a schema-valid message and lift its routing fields.
 
     Raises ``ValidationError`` with one of the codes in the module docstring.
@@ -282,18 +338,18 @@ def extract(tree: etree._ElementTree, *, strict: bool) -> Envelope:
     kind: Literal["edoc", "status"] = "edoc" if status_el is None else "status"
 
     if kind == "edoc":
-        document_id: str | None = _text(_one(m, "DocumentId", mh))
-        recipients = _recipients(m, mh, strict)
-        subject: str | None = _subject(m, mh)
+        document_id: str | None = _identifier(_one(m, "DocumentId", mh))
+        recipients = _recipients(m, mh, strict, limits)
+        subject: str | None = _subject(m, mh, limits)
         timestamp_el = _at_most_one(m, "Timestamp")
     else:
         if _tag("To") in m:  # a status goes back to the ResponseFor sender only
             to = m[_tag("To")][0]
             raise _error("a status message has no To", "unexpected_element",
                          element_path(to), to.sourceline)
-        document_id = _opt_text(m, "DocumentId")
+        document_id = _opt_identifier(m, "DocumentId")
         recipients = []
-        subject = _opt_text(m, "Subject")
+        subject = _free_text(m, "Subject", limits)
         _one(m, "ResponseFor", mh)  # exactly one
         timestamp_el = _one(m, "Timestamp", mh)
 
@@ -309,7 +365,7 @@ def extract(tree: etree._ElementTree, *, strict: bool) -> Envelope:
     return Envelope(
         kind=kind,
         sender=sender,
-        sender_name=_opt_text(sender_groups, "OrganName"),
+        sender_name=_free_text(sender_groups, "OrganName", limits),
         recipients=recipients,
         document_id=document_id,
         code=_code(m),
@@ -318,7 +374,7 @@ def extract(tree: etree._ElementTree, *, strict: bool) -> Envelope:
         due_date=_opt_date(m, "DueDate"),
         business_doc_type=business_doc_type,
         status_code=_text(status_el) if status_el is not None else None,
-        description=_opt_text(m, "Description"),
+        description=_free_text(m, "Description", limits),
         timestamp=_timestamp(timestamp_el) if timestamp_el is not None else None,
         response_for=[_response_for(el, strict) for el in response_for_els],
         priority=_opt_int(_group(other), "Priority") if other is not None else None,
@@ -333,26 +389,35 @@ def extract(tree: etree._ElementTree, *, strict: bool) -> Envelope:
     )
 
 
-def _recipients(m: _Groups, mh: etree._Element, strict: bool) -> list[str]:
+def _recipients(m: _Groups, mh: etree._Element, strict: bool,
+                limits: FieldLimits) -> list[str]:
     to_list = m.get(_tag("To"), [])
     if not to_list:
         path = f"{element_path(mh)}/To"
         raise _error("an edoc needs at least one To", "no_recipients", path, mh.sourceline)
+    if len(to_list) > limits.recipients:
+        path = f"{element_path(mh)}/To"
+        raise TooLargeError(f"{len(to_list)} recipients, more than the {limits.recipients} "
+                            f"allowed (max_recipients)", code="too_many_recipients",
+                            details={"path": path, "line": to_list[limits.recipients].sourceline,
+                                     "limit": limits.recipients, "recipients": len(to_list)})
     recipients: list[str] = []
+    seen: set[str] = set()
     for to in to_list:
         organ_el = _one(_group(to), "OrganId", to)
         organ = _organ_id(organ_el, strict)
-        if organ in recipients:
+        if organ in seen:
             path = element_path(organ_el)
             raise _error(f"recipient {organ} is named more than once",
                          "duplicate_recipient", path, organ_el.sourceline)
+        seen.add(organ)
         recipients.append(organ)
     return recipients
 
 
-def _subject(m: _Groups, mh: etree._Element) -> str:
+def _subject(m: _Groups, mh: etree._Element, limits: FieldLimits) -> str:
     el = _one(m, "Subject", mh)
-    subject = _text(el)
+    subject = _free_text(m, "Subject", limits)
     if not subject:
         path = element_path(el)
         raise _error(f"{path} is empty", "missing_element", path, el.sourceline)
@@ -364,8 +429,8 @@ def _code(m: _Groups) -> str | None:
     if el is None:
         return None
     parts = _group(el)  # "7816" + "VPCP-TTĐT" -> "7816/VPCP-TTĐT", as people write it
-    return "/".join(filter(None, (_opt_text(parts, "CodeNumber"),
-                                  _opt_text(parts, "CodeNotation")))) or None
+    return "/".join(filter(None, (_opt_identifier(parts, "CodeNumber"),
+                                  _opt_identifier(parts, "CodeNotation")))) or None
 
 
 def _response_for(el: etree._Element, strict: bool) -> ResponseFor:
@@ -373,8 +438,8 @@ def _response_for(el: etree._Element, strict: bool) -> ResponseFor:
     doc_el = _one(g, "DocumentId", el)
     return ResponseFor(
         organ_id=_organ_id(_one(g, "OrganId", el), strict),
-        code=_opt_text(g, "Code"),
-        document_id=_text(doc_el),
+        code=_opt_identifier(g, "Code"),
+        document_id=_identifier(doc_el),
         promulgation_date=_opt_date(g, "PromulgationDate"),
     )
 
@@ -430,7 +495,7 @@ def _note_traces(traces: list[Trace], sender: str, header_groups: _Groups,
 def _business(g: _Groups, el: etree._Element, doc_type: int, own_document_id: str | None,
               strict: bool) -> Business:
     """What a revocation, update or replacement acts on (checked for doc types 1-3)."""
-    target = _opt_text(g, "DocumentId")
+    target = _opt_identifier(g, "DocumentId")
     receivers: list[Receiver] = []
     info = _at_most_one(g, "BussinessDocumentInfo")
     receiver_list = _at_most_one(_group(info), "ReceiverList") if info is not None else None
@@ -449,7 +514,7 @@ def _business(g: _Groups, el: etree._Element, doc_type: int, own_document_id: st
         organ_list = _at_most_one(rg, "OrganIdList")
         organs = ([_organ_id(o, strict) for o in organ_list.findall(_tag("OrganId"))]
                   if organ_list is not None else [])
-        replacements.append(Replacement(_text(_one(rg, "DocumentId", ri)), organs))
+        replacements.append(Replacement(_identifier(_one(rg, "DocumentId", ri)), organs))
     if doc_type in (REVOCATION, UPDATE) and not target:
         path = f"{element_path(el)}/DocumentId"
         what = "revocation" if doc_type == REVOCATION else "update"
@@ -496,7 +561,7 @@ def _attachments(root_groups: _Groups, env_groups: _Groups, notes: list[Irregula
         if listed_type is not None and own_type is not None and listed_type != own_type:
             notes.append(Irregularity(
                 "content_type_differs",
-                f"{content_id}: the manifest says {listed_type}, the attachment {own_type}",
+                f"{content_id}: the manifest says {listed_type[:100]}, the attachment {own_type[:100]}",
                 element_path(attachment)))
         encoded = _at_most_one(ag, "ContentTransferEncoded")
         if encoded is not None:
@@ -539,7 +604,7 @@ def _content_ids(elements: list[etree._Element], what: str) -> dict[str, etree._
     ids: dict[str, etree._Element] = {}
     for el in elements:
         id_el = _one(_group(el), "ContentId", el)
-        content_id = _text(id_el)
+        content_id = _identifier(id_el)
         if content_id in ids:
             _mismatch(id_el, f"{what} ContentId {content_id} occurs twice")
         ids[content_id] = id_el

@@ -24,6 +24,7 @@ file itself is read once.
 """
 from __future__ import annotations
 
+import mmap
 import re
 import threading
 from importlib.resources import files
@@ -32,6 +33,7 @@ from typing import Any
 
 from lxml import etree
 
+from hub.edxml.bounds import Limits, check as check_bounds
 from hub.errors import TooLargeError, ValidationError
 
 NS = "http://www.mic.gov.vn/TBT/QCVN_102_2016"
@@ -85,15 +87,18 @@ def _depth_probe(max_depth: int) -> etree.XPath:
     return probe
 
 
-def parse(raw: bytes, *, max_size: int, max_depth: int = 64) -> etree._ElementTree:
+def parse(raw: bytes, *, max_size: int, max_depth: int = 64,
+          limits: Limits = Limits()) -> etree._ElementTree:
     """Parse an incoming edXML message, refusing anything risky or not edXML.
 
     ``max_depth`` counts the root as depth 1.  libxml2 itself stops at 256
-    levels, which is reported as ``xml_too_deep`` too.
+    levels, which is reported as ``xml_too_deep`` too.  ``limits`` bound the
+    tree (``hub.edxml.bounds``), checked on the bytes before parsing.
     """
     _check_size(len(raw), max_size)
     if _prolog_has_doctype(raw):
         raise _dtd_forbidden()
+    check_bounds(raw, limits)
     try:
         root = etree.fromstring(raw, _parser())
     except etree.XMLSyntaxError as exc:
@@ -101,24 +106,29 @@ def parse(raw: bytes, *, max_size: int, max_depth: int = 64) -> etree._ElementTr
         # fails on libxml2's amplification limit; it is still a DTD refusal.
         if _declares_doctype(raw):
             raise _dtd_forbidden() from None
-        raise _syntax_error(exc) from None
+        raise _syntax_error(exc, raw[:64]) from None
     return _checked(root, max_depth)
 
 
-def parse_file(path: Any, size: int, *, max_size: int, max_depth: int = 64) -> etree._ElementTree:
+def parse_file(path: Any, size: int, *, max_size: int, max_depth: int = 64,
+               limits: Limits = Limits()) -> etree._ElementTree:
     """``parse`` for a body the HTTP layer spooled to disk (``spool.payloads``):
-    libxml2 reads the file, so the bytes are never held whole beside the tree."""
+    libxml2 reads the file, so the bytes are never held whole beside the tree
+    (the bounds are checked on a read-only mapping of the file)."""
     _check_size(size, max_size)
     with open(path, "rb") as f:
         head = f.read(1 << 16)
-    if _prolog_has_doctype(head):
-        raise _dtd_forbidden()
+        if _prolog_has_doctype(head):
+            raise _dtd_forbidden()
+        if size:
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                check_bounds(mapped, limits)
     try:
         root = etree.parse(str(path), _parser()).getroot()
     except etree.XMLSyntaxError as exc:
         if _declares_doctype(head, path):
             raise _dtd_forbidden() from None
-        raise _syntax_error(exc) from None
+        raise _syntax_error(exc, head[:64]) from None
     return _checked(root, max_depth)
 
 
@@ -189,9 +199,23 @@ def _dtd_forbidden() -> ValidationError:
                            code="xml_dtd_forbidden", details={"path": None, "line": None})
 
 
-def _syntax_error(exc: etree.XMLSyntaxError) -> ValidationError:
+def _looks_like_xml(head: bytes) -> bool:
+    """Does the body start like an XML document (after a BOM and blanks), in any encoding?"""
+    for bom in (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff"):
+        head = head.removeprefix(bom)
+    head = head.replace(b"\x00", b"").lstrip(b" \t\r\n")
+    return head.startswith(b"<")
+
+
+def _syntax_error(exc: etree.XMLSyntaxError, head: bytes = b"<") -> ValidationError:
     line, column = exc.position if exc.position else (exc.lineno, exc.offset)
     details = {"path": None, "line": line, "column": column}
+    if not _looks_like_xml(head):
+        start = head[:20].decode("utf-8", "replace")
+        return ValidationError(f"the body is not XML (it starts {start!r}): an edXML envelope "
+                               f"(<edXML xmlns=\"{NS}\">…) is "
+                               f"expected, sent with Content-Type: application/xml",
+                               code="xml_malformed", details=details)
     message = exc.msg or "not well-formed XML"
     # libxml2 refuses more than 256 levels on its own; that is our limit too.
     if "Excessive depth" in message:

@@ -39,6 +39,7 @@ from typing import Any, Awaitable, Callable, Iterator, Sequence
 import aiosqlite
 
 from hub.errors import ConflictError, HubError, NotFoundError, SpoolError
+from hub.private import FILE_MODE, private_dir, private_file, tighten
 from spool.sqlite.migrations import migrate
 from spool.payloads import PayloadStore, SpooledBody
 from spool.records import LINK_TYPES, Event, NewEnvelope, StoreResult
@@ -108,7 +109,11 @@ class SqliteSpool(QueueMixin, LogMixin, Spool):
                                               uri=True, isolation_level=None)
             self._r.row_factory = sqlite3.Row
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
+        # -wal and -shm take the database file's mode: make it private before SQLite does.
+        private_file(self.db_path)
+        for side in ("-wal", "-shm"):
+            tighten(Path(f"{self.db_path}{side}"), FILE_MODE)
         self._w = await aiosqlite.connect(self.db_path, isolation_level=None)
         for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON",
                        "busy_timeout=10000", "cache_size=-65536"):
@@ -319,19 +324,53 @@ class SqliteSpool(QueueMixin, LogMixin, Spool):
                      organ: str | None = None, **detail: Any) -> "asyncio.Future[Event]":
         return self.write(lambda tx: tx.event(kind, message_id=message_id, organ=organ, **detail))
 
-    async def backup(self, dest: Path) -> None:
-        """A consistent copy of the database (SQLite's online backup) as ``dest/spool.db``."""
+    async def backup(self, dest: Path) -> dict[str, int]:
+        """A consistent copy of the data directory into ``dest`` (new or empty),
+        safe while the hub runs: ``spool.db`` through SQLite's online backup
+        API on the reader (one snapshot; the writer goes on meanwhile), then
+        the payload files, keys and secrets.  Payload files are immutable once
+        renamed into place, so copying them after the snapshot gives every row
+        its file, unless retention deleted it in between (its payload was due
+        to go anyway).  Files in flight (``payloads/incoming``, ``outgoing``)
+        and ``run/`` are left out.  Works on a spool opened ``read_only``."""
+        dest = Path(dest)
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            raise SpoolError(f"backup destination {dest} is not an empty directory",
+                             code="backup_failed")
         dest.mkdir(parents=True, exist_ok=True)
 
         def copy(conn: sqlite3.Connection) -> None:
             target = sqlite3.connect(dest / "spool.db")
             try:
                 conn.backup(target)
+                target.execute("PRAGMA journal_mode=WAL")
             finally:
                 target.close()
         conn = self._r
         assert conn is not None
-        await conn._execute(copy, conn._conn)
+        try:
+            await conn._execute(copy, conn._conn)
+        except sqlite3.Error as exc:
+            raise SpoolError(f"cannot back up {self.db_path}: {exc}", code="backup_failed") from None
+        return await asyncio.to_thread(self._copy_files, dest)
+
+    def _copy_files(self, dest: Path) -> dict[str, int]:
+        import shutil
+        copied = {"payloads": 0, "files": 0}
+        skip = (self.data_dir / "payloads" / "incoming", self.data_dir / "payloads" / "outgoing")
+        for part in ("payloads", "keys", "secrets"):
+            root = self.data_dir / part
+            for path in sorted(root.rglob("*")) if root.is_dir() else []:
+                if any(path == d or d in path.parents for d in skip) or not path.is_file():
+                    continue
+                target = dest / path.relative_to(self.data_dir)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    shutil.copy2(path, target)
+                except FileNotFoundError:  # deleted since the listing (retention, sweep)
+                    continue
+                copied["payloads" if part == "payloads" else "files"] += 1
+        return copied
 
     async def ack(self, organ: str, message_id: str) -> str:
         """The mailbox owner confirms it has the document: ``delivered``."""

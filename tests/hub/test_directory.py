@@ -300,3 +300,69 @@ def test_from_organs_checks_like_a_file() -> None:
         Directory.from_organs([hub, Organ(office.id, office.name, "office", "peer.x")])
     with pytest.raises(ConfigError, match="duplicate id"):
         Directory.from_organs([hub, office, office])
+
+
+# -- rules: routes by OrganId pattern (issue 10.7) ----------------------------------
+
+def _with_rules(tmp_path, rules: str):
+    from hub.directory import Directory, default_directory_path
+    text = Path(str(default_directory_path())).read_text(encoding="utf-8")
+    text = text.split("# Each peer district's whole code space goes to its hub.")[0]
+    path = tmp_path / "directory.toml"
+    path.write_text(text + rules, encoding="utf-8")
+    return Directory.load(path)
+
+
+def test_a_peer_districts_code_space_routes_to_its_hub_by_rule():
+    from hub.directory import load_directory
+    from hub.config import build_settings
+    d = load_directory(build_settings({}))
+    route = d.resolve("000.05.44.H63")  # a commune of Lục Yên nobody listed
+    assert (route.name, route.known, route.rule.pattern) == ("peer.lucyen", True, "*.*.44.H63")
+    assert d.may_speak_for("peer.lucyen", "000.05.44.H63")
+    assert not d.may_speak_for("peer.yenbinh", "000.05.44.H63")
+    assert not d.may_speak_for("peer.lucyen", "000.01.48.H63")  # one of ours
+    assert d.knows("000.05.44.H63") and not d.knows("000.05.77.H63")
+    # an entry beats every rule
+    assert d.resolve("000.00.44.H63").organ is not None
+    # nothing matches: upstream, as before
+    assert d.resolve("000.05.77.H63").name == "provincial"
+    assert {"peer.lucyen", "peer.yenbinh"} <= d.routes()
+
+
+def test_the_most_specific_rule_wins(tmp_path):
+    d = _with_rules(tmp_path, '''
+[[rule]]
+pattern = "*.*.44.H63"
+route = "peer.lucyen"
+
+[[rule]]
+pattern = "*.07.44.H63"
+route = "peer.special"
+''')
+    assert d.resolve("000.07.44.H63").name == "peer.special"
+    assert d.resolve("000.08.44.H63").name == "peer.lucyen"
+    assert "rule '*.07.44.H63'" in d.resolve("000.07.44.H63").explain("000.07.44.H63")
+    assert d.may_speak_for("peer.special", "000.07.44.H63")
+    assert not d.may_speak_for("peer.lucyen", "000.07.44.H63")
+
+
+@pytest.mark.parametrize("rule,message", [
+    ('pattern = "44.H63"\nroute = "peer.x"', "must be an OrganId"),
+    ('pattern = "*.*.44.H63"\nroute = "mailbox"', "not a usable route"),
+    ('pattern = "*.*.44.H63"', "exactly the keys"),
+    ('pattern = "*.*.44.H63"\nroute = "peer.x"\ncolour = "red"', "exactly the keys"),
+])
+def test_bad_rules_stop_the_load_with_their_index(tmp_path, rule, message):
+    from hub.errors import ConfigError
+    with pytest.raises(ConfigError) as err:
+        _with_rules(tmp_path, f"\n[[rule]]\n{rule}\n")
+    assert message in err.value.message and "[[rule]] 1" in err.value.message
+
+
+def test_directory_resolve_says_which_rule_matched():
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "hub.cli", "directory", "resolve", "000.05.44.H63"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "000.05.44.H63 -> peer.lucyen: rule '*.*.44.H63' ([[rule]] 3)"

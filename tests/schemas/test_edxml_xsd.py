@@ -1,5 +1,6 @@
-"""schemas/edxml.xsd: accepts every public sample, in any child order, and
-refuses malformed messages with ``schema_invalid`` and a precise path."""
+"""schemas/edxml.xsd: accepts every public sample and our own producer-shaped
+fixtures, in any child order, and refuses malformed messages with
+``schema_invalid`` and a precise path."""
 from __future__ import annotations
 
 import base64
@@ -13,8 +14,7 @@ from lxml import etree
 from hub.edxml import xmlsafe
 from hub.errors import ValidationError
 
-from support import SAMPLES  # noqa: E402
-SAMPLE_FILES = sorted(SAMPLES.glob("*.edxml"))
+from support import FIXTURES, PUBLIC_SAMPLES, fixture, public_sample  # noqa: E402
 XSD = Path(__file__).resolve().parents[2] / "schemas/edxml.xsd"
 NS = "http://www.mic.gov.vn/TBT/QCVN_102_2016"
 DSIG = "http://www.w3.org/2000/09/xmldsig#"
@@ -25,8 +25,12 @@ def check(raw: bytes) -> None:
     xmlsafe.validate(xmlsafe.parse(raw, max_size=10_000_000))
 
 
+#: The fixture each test message comes from (tests/fixtures/).
+STATUS, EDOC = "status_inbox.edxml", "edoc_legacy.edxml"
+
+
 def sample(name: str) -> bytes:
-    return (SAMPLES / name).read_bytes()
+    return fixture(name)
 
 
 def replace_once(raw: bytes, old: bytes, new: bytes) -> bytes:
@@ -37,27 +41,26 @@ def replace_once(raw: bytes, old: bytes, new: bytes) -> bytes:
 
 
 def small_edoc() -> bytes:
-    """edoc_update.edxml with its 360 KB attachment swapped for a tiny one."""
-    tree = etree.fromstring(sample("edoc_update.edxml"))
+    """The fixture edoc with its attachment set to a tiny one."""
+    tree = etree.fromstring(sample(EDOC))
     payload = tree.find(f"{{{NS}}}AttachmentEncoded/{{{NS}}}Attachment/{{{NS}}}ContentTransferEncoded")
     payload.text = base64.b64encode(b"tiny zip stand-in").decode()
     return etree.tostring(tree, xml_declaration=True, encoding="UTF-8")
 
 
-def test_samples_are_present() -> None:
-    # Missing reference data must fail loudly, not skip every test below.
-    assert SAMPLES.is_dir(), f"sample directory missing: {SAMPLES}"
-    assert len(SAMPLE_FILES) >= 9
-
-
 def test_schema_loads_with_plain_lxml() -> None:
     schema = etree.XMLSchema(etree.parse(str(XSD)))
-    assert schema.validate(etree.parse(str(SAMPLES / "status.edxml")))
+    assert schema.validate(etree.parse(str(FIXTURES / STATUS)))
 
 
-@pytest.mark.parametrize("path", SAMPLE_FILES, ids=lambda p: p.name)
-def test_every_sample_validates(path: Path) -> None:
-    check(path.read_bytes())
+@pytest.mark.parametrize("name", PUBLIC_SAMPLES)
+def test_every_public_sample_validates(name: str) -> None:
+    check(public_sample(name))
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.edxml")))
+def test_every_fixture_validates(name: str) -> None:
+    check(fixture(name))
 
 
 def _shuffle_children(root: etree._Element, rng: random.Random) -> None:
@@ -71,7 +74,7 @@ def _shuffle_children(root: etree._Element, rng: random.Random) -> None:
 
 
 @pytest.mark.parametrize("seed", range(5))
-@pytest.mark.parametrize("name", ["status_inbox_01.edxml", "edoc_update.edxml", "edoc_new.edxml"])
+@pytest.mark.parametrize("name", [STATUS, EDOC])
 def test_shuffled_children_still_validate(name: str, seed: int) -> None:
     # Given a sample whose element-only children are put in a random order
     root = etree.fromstring(sample(name))
@@ -84,7 +87,7 @@ def test_shuffled_children_still_validate(name: str, seed: int) -> None:
 
 
 def test_whitespace_around_values_is_tolerated() -> None:
-    raw = sample("status_inbox_01.edxml")
+    raw = sample(STATUS)
     raw = replace_once(raw, b">01<", b">\r\n  01\t<")
     raw = replace_once(raw, b">2015/09/30<", b">  2015/09/30 <")
     raw = replace_once(raw, b">000.00.00.H41<", b"> 000.00.00.H41\n<")
@@ -122,7 +125,7 @@ def test_edoc_with_all_optional_parts() -> None:
 
 
 def _in_status(old: bytes, new: bytes) -> Callable[[], bytes]:
-    return lambda: replace_once(sample("status_inbox_01.edxml"), old, new)
+    return lambda: replace_once(sample(STATUS), old, new)
 
 
 def _in_edoc(old: bytes, new: bytes) -> Callable[[], bytes]:
@@ -212,7 +215,7 @@ def test_malformed_is_rejected(build: Callable[[], bytes], path: str) -> None:
 
 
 def test_error_list_is_capped_at_ten() -> None:
-    raw = sample("status_inbox_01.edxml")
+    raw = sample(STATUS)
     raw = replace_once(raw, b"<edXML:StatusCode>", b"<edXML:X/>" * 30 + b"<edXML:StatusCode>")
     with pytest.raises(ValidationError) as info:
         check(raw)
@@ -220,7 +223,7 @@ def test_error_list_is_capped_at_ten() -> None:
 
 
 def test_wrong_root_namespace_is_not_edxml() -> None:
-    raw = replace_once(sample("status.edxml"), b'<edXML xmlns="http://www.mic.gov.vn/TBT/QCVN_102_2016">',
+    raw = replace_once(sample(STATUS), b'<edXML xmlns="http://www.mic.gov.vn/TBT/QCVN_102_2016">',
                        b'<edXML xmlns="urn:not-qcvn">')
     with pytest.raises(ValidationError) as info:
         check(raw)

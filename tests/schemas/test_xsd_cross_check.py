@@ -7,7 +7,7 @@ from importlib.resources import files
 import pytest
 import xmlschema
 
-from support import SAMPLES
+from support import FIXTURES, PUBLIC_SAMPLES, SAMPLES, public_sample
 
 
 @pytest.fixture(scope="module")
@@ -15,13 +15,19 @@ def edxml_schema():
     return xmlschema.XMLSchema10(str(files("schemas") / "edxml.xsd"))
 
 
-@pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES.glob("*.edxml")))
+@pytest.mark.parametrize("sample", PUBLIC_SAMPLES)
 def test_samples_are_valid_for_xmlschema_too(edxml_schema, sample):
+    public_sample(sample)
     edxml_schema.validate(str(SAMPLES / sample))
 
 
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.edxml")))
+def test_fixtures_are_valid_for_xmlschema_too(edxml_schema, name):
+    edxml_schema.validate(str(FIXTURES / name))
+
+
 def test_malformed_is_invalid_for_xmlschema_too(edxml_schema):
-    bad = (SAMPLES / "status_inbox_01.edxml").read_text(encoding="utf-8").replace(
+    bad = (FIXTURES / "status_inbox.edxml").read_text(encoding="utf-8").replace(
         "<edXML:StatusCode>01</edXML:StatusCode>", "<edXML:StatusCode>99</edXML:StatusCode>")
     assert not edxml_schema.is_valid(bad)
 

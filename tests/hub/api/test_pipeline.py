@@ -145,7 +145,7 @@ async def test_bad_credentials_are_401(client, header):
     resp = await client.post("/v1/envelopes", data=samples.edoc(MAU_A, [VP_UBND], 1), headers=headers)
     assert resp.status == 401
     body = await resp.json()
-    assert body["error"]["code"] in {"no_credentials", "bad_token"}
+    assert body["error"]["code"] in {"no_credentials", "malformed_token", "bad_token"}
     assert resp.headers["WWW-Authenticate"].startswith("Bearer")
 
 
@@ -249,3 +249,28 @@ def test_a_token_once_verified_still_expires_and_stays_tied_to_its_mac():
     with pytest.raises(AuthError):
         authority.verify(f"{version}.{payload}.{mac[:-2]}AA", now=1010)
     assert authority.verify(authority.issue(VP_UBND), now=time.time()).organ == VP_UBND
+
+
+async def test_refused_tokens_say_which_and_how_to_get_a_new_one(client, hub):
+    from hub.auth import TokenAuthority
+    cases = {
+        "lt1.only-two": "malformed_token",
+        TokenAuthority(b"x" * 32).issue(MAU_A): "bad_token",  # another hub's secret
+        hub.tokens.issue(MAU_A, lifetime=60, now=1_000_000_000): "token_expired",
+    }
+    for token, code in cases.items():
+        resp = await client.get("/v1/inbox", headers={"Authorization": f"Bearer {token}"})
+        err = (await resp.json())["error"]
+        assert resp.status == 401 and err["code"] == code, err
+        assert "`lienthong token ORGANID`" in err["message"]
+    assert "expired at 2001-09-09T01:47:40Z" in err["message"]
+    assert err["details"] == {"expired_at": "2001-09-09T01:47:40Z"}
+
+
+@pytest.mark.parametrize("body", [b"hello", b'{"json": true}', b"\xef\xbb\xbf  plain text"])
+async def test_a_body_that_is_not_xml_says_what_is_expected(client, auth, body):
+    resp = await client.post("/v1/envelopes", data=body, headers={**auth(MAU_A), **XML})
+    err = (await resp.json())["error"]
+    assert resp.status == 422 and err["code"] == "xml_malformed"
+    assert "the body is not XML" in err["message"]
+    assert "edXML envelope" in err["message"] and "Content-Type: application/xml" in err["message"]

@@ -69,7 +69,13 @@ async def test_hold_release_retry_drop(client, auth):
     assert resp.status == 200
     assert (await resp.json())["changed"][0]["state"] == "hold"
     resp = await client.post(f"/v1/queue/{dept}/hold", headers=op)
-    assert resp.status == 409 and (await resp.json())["error"]["code"] == "wrong_state"
+    err = (await resp.json())["error"]
+    assert resp.status == 409 and err["code"] == "wrong_state"
+    # the refusal is a whole sentence: the state it is in, and what the action applies to
+    assert err["message"] == (f"cannot hold: delivery {dept} is hold; hold applies only to "
+                              f"deliveries in queued or deferred")
+    assert err["details"] == {"action": "hold", "states": ["hold"],
+                              "applies_to": ["queued", "deferred"]}
     resp = await client.post(f"/v1/queue/{dept}/release", headers=op)
     assert (await resp.json())["changed"][0]["state"] == "queued"
     resp = await client.post(f"/v1/queue/{dept}/retry", headers=op)
@@ -94,6 +100,24 @@ async def test_hold_release_retry_drop(client, auth):
     assert [o["action"] for o in ops] == ["hold", "hold", "release", "retry", "drop"]
     assert ops[0]["reason"] == "checking" and ops[-1]["reason"] == "sent by mistake"
     assert all(e["organ"] == f"{HUB_ID}/operator" for e in shown["events"] if e["kind"] == "operator")
+
+
+async def test_unknown_states_are_listed(client, auth):
+    resp = await client.get("/v1/queue?state=queued,held", headers=auth(HUB_ID, "operator"))
+    err = (await resp.json())["error"]
+    assert resp.status == 422 and err["code"] == "bad_parameter"
+    assert err["message"] == ("unknown state(s) held: state is a comma list of queued, active, "
+                              "delivered, deferred, failed, hold, corrupt")
+
+
+async def test_a_refused_action_on_a_message_names_its_states(client, auth):
+    a = await queued_to_department(client, auth, 6)
+    op = auth(HUB_ID, "operator")
+    resp = await client.post(f"/v1/queue/{a['id']}/release", headers=op)
+    err = (await resp.json())["error"]
+    assert resp.status == 409
+    assert err["message"] == (f"cannot release: the deliveries of message {a['id']} are queued; "
+                              f"release applies only to deliveries in hold")
 
 
 async def test_whole_message_actions_and_unknown_ids(client, auth):

@@ -58,6 +58,29 @@ def test_conf_prints_effective_values(tmp_path):
     assert bad.returncode == 2 and "does not exist" in bad.stderr
 
 
+def test_conf_prints_toml_that_loads_back_to_the_same_settings(tmp_path):
+    import tomllib
+
+    from hub.config import build_settings, load_settings
+    # Given: a config with every kind of value, and adapters with awkward names and values
+    conf = tmp_path / "hub.toml"
+    conf.write_text('dev_keys = false\nmax_xml_depth = 32\nlisten = "127.0.0.1:9555"\n'
+                    '[adapters.provincial]\nclass = "stub"\n'
+                    '[adapters."peer.lucyen"]\nclass = "edxml_http"\nurl = "https://x/\\"q\\"\\\\"\n'
+                    'timeout = 2.5\nretries = [1, 2]\nheaders = { "X-Token" = "é", n = 1 }\n')
+    # When: `lienthong conf` prints it
+    out = lienthong("-c", str(conf), "conf", "--data", str(tmp_path / "d")).stdout
+    # Then: its output is TOML, and builds the very same settings
+    doc = tomllib.loads(out)
+    assert doc["dev_keys"] is False
+    adapters = doc.pop("adapters")
+    again = build_settings(doc, adapters)
+    first = load_settings(conf, data_dir=str(tmp_path / "d"))
+    assert again.raw() == first.raw()
+    assert again.adapters == first.adapters
+    assert adapters["peer.lucyen"]["url"] == 'https://x/"q"\\'
+
+
 def test_submit_reports_refusals(live_server, tmp_path):
     base, data, _mint = live_server
     doc = tmp_path / "doc.xml"
@@ -97,6 +120,10 @@ def test_readme_walkthrough_works_verbatim(tmp_path):
                              env={**os.environ, "PATH": os.environ["PATH"]})
         assert out.returncode == 0, out.stderr + out.stdout
         # Then: each step answered as the README says
+        statuses = [line for line in out.stdout.splitlines() if line.startswith("HTTP ")]
+        assert statuses == ["HTTP 202", "HTTP 200", "HTTP 200", "HTTP 200", "HTTP 202",
+                            "HTTP 200", "HTTP 200"]
+        assert "/tmp/" not in block  # its files come from mktemp
         lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
         sent, inbox_b, ack, status, inbox_a, view = lines
         assert sent["recipients"] == [{"organ": VP_UBND, "route": "mailbox"}]

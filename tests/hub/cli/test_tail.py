@@ -187,7 +187,8 @@ def test_tail_errors_are_clear(served, tmp_path):
     forbidden = run_tail(served, "--token", agency)
     assert forbidden.returncode == 2 and "forbidden" in forbidden.stderr
     bad_state = run_tail(served, "--state", "bogus")
-    assert bad_state.returncode == 2 and "bad_parameter" in bad_state.stderr
+    assert bad_state.returncode == 2 and "invalid choice: 'bogus'" in bad_state.stderr
+    assert "'queued', 'active', 'delivered'" in bad_state.stderr
     nobody = run_tail(served, "--url", f"http://127.0.0.1:{free_port()}")  # the last --url wins
     assert nobody.returncode == 2
     assert "cannot read events" in nobody.stderr and "Traceback" not in nobody.stderr

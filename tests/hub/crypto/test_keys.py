@@ -51,7 +51,7 @@ def test_init_dev_keys_writes_the_layout_with_private_keys_0600(keys_dir: Path) 
     assert set(_snapshot(keys_dir)) == expected  # and no temporary files left behind
     for name in expected:
         mode = stat.S_IMODE(os.stat(keys_dir / name).st_mode)
-        assert mode == (0o600 if name.endswith(".key") else 0o644), name
+        assert mode == (0o600 if name.endswith(".key") else 0o640), name  # private data dir
 
 
 def test_dev_certificates_name_the_organ_and_chain_to_the_dev_ca(keys_dir: Path) -> None:

@@ -17,7 +17,7 @@ from hub.edxml import samples
 from hub.api.app import HUB, create_app
 from hub.receipts.format import verify_receipt
 from hub.crypto.signing import check_sender, parse_xml, sign_envelope, verify_hop
-from support import HUB_ID, MAU_A, SAMPLES, SO_NOIVU, VP_UBND
+from support import HUB_ID, MAU_A, SO_NOIVU, VP_UBND, big_edoc
 
 XML = {"Content-Type": "application/xml"}
 
@@ -99,7 +99,7 @@ async def test_legacy_sample_signature_by_policy(aiohttp_client, make_settings, 
     (tmp_path / "directory.toml").write_text(text, encoding="utf-8")
     client = await aiohttp_client(create_app(make_settings(directory=str(tmp_path / "directory.toml"))))
     hub = client.app[HUB]
-    raw = (SAMPLES / "edoc_new.edxml").read_bytes()
+    raw = big_edoc()
     got, body = await post(client, hub.tokens.issue("000.00.00.A80"), raw)
     assert got == status, body
     if result:

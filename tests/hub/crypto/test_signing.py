@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from lxml import etree
 from signxml import XMLSigner
 from signxml.algorithms import CanonicalizationMethod, SignatureMethod
-from support import SAMPLES
+from support import big_edoc
 
 from hub.crypto import signing
 from hub.errors import ConfigError, ValidationError
@@ -43,7 +43,7 @@ HUB = "000.99.48.H63"
 PEER = "000.99.49.H63"       # another district's hub, with its own CA
 MAU_A = "000.01.48.H63"
 VP_UBND = "000.31.48.H63"
-SAMPLE_SENDER = "000.00.00.A80"  # From of the public edoc_new.edxml
+SAMPLE_SENDER = "000.00.00.A80"  # From of tests/fixtures/edoc_legacy.edxml
 NOW = dt.datetime(2024, 5, 2, 1, 30, 0, tzinfo=dt.UTC)
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 
@@ -240,9 +240,9 @@ def test_policy_matrix(kind: str, policy: str, expected: str, signed: bytes,
 
 @pytest.mark.parametrize("policy, expected", [
     ("record_only", "recorded"), ("verify_if_present", "unsigned"), ("required", None)])
-def test_public_sample_with_legacy_qcvn_signature(policy: str, expected: str | None,
+def test_legacy_qcvn_signature(policy: str, expected: str | None,
                                                   trust: TrustStore) -> None:
-    root = parse_xml((SAMPLES / "edoc_new.edxml").read_bytes())
+    root = parse_xml(big_edoc())
     if expected is None:
         with pytest.raises(ValidationError) as caught:
             verify_sender(root, SAMPLE_SENDER, trust, policy)
@@ -255,11 +255,11 @@ def test_public_sample_with_legacy_qcvn_signature(policy: str, expected: str | N
         assert check.detail == "legacy signature element not verified"
 
 
-def test_public_sample_signed_with_xmldsig_verifies(keys_dir: Path, trust: TrustStore) -> None:
-    # Given the real 370 KB sample (CRLF, two prefixes for one namespace,
+def test_producer_edoc_signed_with_xmldsig_verifies(keys_dir: Path, trust: TrustStore) -> None:
+    # Given a producer-shaped 360 KB edoc (CRLF, two prefixes for one namespace,
     # a legacy QCVN Signature) signed by its sender's system with XML-DSig.
     sender = _pair(keys_dir, f"orgs/{SAMPLE_SENDER}")
-    raw = sign_envelope((SAMPLES / "edoc_new.edxml").read_bytes(), sender.key, sender.cert)
+    raw = sign_envelope(big_edoc(), sender.key, sender.cert)
     assert verify(raw, trust, sender=SAMPLE_SENDER).result == "valid"
 
 
