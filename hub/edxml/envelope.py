@@ -14,7 +14,7 @@ dot-separated alphanumeric parts, as real networks carry ``28.22.H17``.
 Diagnostics: ``ValidationError`` with one of the codes ``missing_element``,
 ``duplicate_element``, ``unexpected_element``, ``no_recipients``,
 ``duplicate_recipient``, ``bad_date``, ``bad_organ_id``,
-``attachment_mismatch``, ``self_reference``, ``bad_identifier`` (a
+``attachment_mismatch``, ``bad_identifier`` (a
 DocumentId, Code or ContentId holding a control character or a bidirectional
 override, or longer than ``MAX_IDENTIFIER``); and, with HTTP 413,
 ``field_too_long`` (free text over ``FieldLimits.text``) and
@@ -26,8 +26,9 @@ to a message on its way (an empty ``ResponseFor``, the TraceHeaders of the
 nodes it passed, a manifest ContentType other than the attachment's, an
 attachment zipped again) is accepted and listed in ``Envelope.irregularities``
 (codes ``empty_response_for``, ``extra_trace_headers``,
-``content_type_differs``, ``attachment_not_zipped``, ``attachment_rezipped``),
-which the spool keeps with the document.
+``content_type_differs``, ``attachment_not_zipped``, ``attachment_rezipped``,
+and ``business_names_itself`` for a revocation, update or replacement naming
+its own DocumentId), which the spool keeps with the document.
 
 Business document types (``Bussiness/BussinessDocType``: 0 new, 1 revocation,
 2 update, 3 replacement) are lifted into ``Envelope.business``: the document
@@ -383,7 +384,7 @@ def extract(tree: etree._ElementTree, *, strict: bool,
         signatures=[_SIGNATURE_KINDS[el.tag] for el in header
                     if el.tag in _SIGNATURE_KINDS],
         attachments=_attachments(root_groups, env_groups, notes),
-        business=(_business(business, business_el, business_doc_type, document_id, strict)
+        business=(_business(business, business_el, business_doc_type, document_id, strict, notes)
                   if business_el is not None and business_doc_type is not None else None),
         irregularities=notes,
     )
@@ -493,7 +494,7 @@ def _note_traces(traces: list[Trace], sender: str, header_groups: _Groups,
 # ---------------------------------------------------------------- business types
 
 def _business(g: _Groups, el: etree._Element, doc_type: int, own_document_id: str | None,
-              strict: bool) -> Business:
+              strict: bool, notes: list[Irregularity]) -> Business:
     """What a revocation, update or replacement acts on (checked for doc types 1-3)."""
     target = _opt_identifier(g, "DocumentId")
     receivers: list[Receiver] = []
@@ -524,13 +525,18 @@ def _business(g: _Groups, el: etree._Element, doc_type: int, own_document_id: st
         path = f"{element_path(el)}/ReplacementInfoList/ReplacementInfo"
         raise _error(f"a replacement (BussinessDocType 3) names the documents it replaces "
                      f"in {path}", "missing_element", path, el.sourceline)
-    named = ([target] if doc_type in (REVOCATION, UPDATE) else
-             [r.document_id for r in replacements] if doc_type == REPLACEMENT else [])
-    if own_document_id is not None and own_document_id in named:
-        path = element_path(el)
-        raise _error(f"the document {own_document_id!r} cannot act on itself: a revocation, "
-                     f"update or replacement carries a DocumentId of its own",
-                     "self_reference", path, el.sourceline)
+    if own_document_id is not None and own_document_id in (
+            [target] if doc_type in (REVOCATION, UPDATE) else
+            [r.document_id for r in replacements] if doc_type == REPLACEMENT else []):
+        # Producers do this (an update keeping the original's DocumentId).  An
+        # earlier document of that id from this sender would make this one a
+        # duplicate_conflict, so it names nothing the hub holds: no link.
+        notes.append(Irregularity(
+            "business_names_itself",
+            f"BussinessDocType {doc_type} names the document's own DocumentId: "
+            f"it is kept as a document that acts on none", element_path(el)))
+        target = None if doc_type in (REVOCATION, UPDATE) else target
+        replacements = [r for r in replacements if r.document_id != own_document_id]
     return Business(doc_type, target, _opt_text(g, "BussinessDocReason"), receivers,
                     replacements)
 

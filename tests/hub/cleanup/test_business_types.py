@@ -115,14 +115,29 @@ async def test_revoking_an_unknown_document(client, auth):
     assert body["error"]["code"] == "unknown_document"
 
 
-async def test_a_revocation_must_name_a_document_other_than_itself(client, auth):
+async def test_a_revocation_must_name_a_document(client, auth):
     raw = samples.edoc(MAU_A, [VP_UBND], 8, business_type=REVOKE, business_document_id="")
     body = await submit(client, auth, MAU_A, raw, status=422)
     assert body["error"]["code"] == "missing_element"
     assert body["error"]["details"]["path"].endswith("/Bussiness/DocumentId")
-    raw = samples.edoc(MAU_A, [VP_UBND], 8, business_type=REVOKE)  # names its own DocumentId
-    body = await submit(client, auth, MAU_A, raw, status=422)
-    assert body["error"]["code"] == "self_reference"
+
+
+async def test_a_business_document_naming_itself_acts_on_nothing(client, auth):
+    # Producers send updates that keep the original's DocumentId: the hub cannot
+    # hold another document of that id from that sender (it would be a conflict).
+    for number, kind in ((8, REVOKE), (14, UPDATE)):
+        sent = await submit(client, auth, MAU_A, samples.edoc(MAU_A, [VP_UBND], number,
+                                                              business_type=kind))
+        got = await view(client, auth, MAU_A, sent["id"])
+        assert (got["links"], got["standing"]) == ([], "current")
+        assert [i["code"] for i in got["irregularities"]] == ["business_names_itself"]
+    orig = await original(client, auth, 15)
+    raw = samples.edoc(MAU_A, [VP_UBND], 16, business_type=REPLACE,
+                       replaces=[(f"{MAU_A},2026/11/20,16/UBND", []), (orig["document_id"], [])])
+    rep = await submit(client, auth, MAU_A, raw)
+    got = await view(client, auth, MAU_A, rep["id"])
+    assert [link["id"] for link in got["links"]] == [orig["id"]]
+    assert [i["code"] for i in got["irregularities"]] == ["business_names_itself"]
 
 
 async def test_a_revoked_document_takes_nothing_more(client, auth):
