@@ -83,38 +83,18 @@ def pytest_collection_modifyitems(config, items):  # noqa: D401
 
 
 @pytest.fixture
-def live_server(tmp_path):
-    """A real ``lienthong serve`` process on 127.0.0.1; yields (base_url, data_dir, mint)."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    from hub.auth import TokenAuthority, load_secret
-    from support import REPO, free_port
-
-    data = tmp_path / "live"
-    port = free_port()
-    log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "serve", "--data", str(data),
-                             "--listen", f"127.0.0.1:{port}"], cwd=REPO, stdout=log, stderr=log)
-    base = f"http://127.0.0.1:{port}"
+def live_hub(tmp_path):
+    """A real ``lienthong serve`` process on 127.0.0.1 (``serve.Served``), started."""
+    from serve import Served
+    server = Served(tmp_path / "live", log=tmp_path / "server.log")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=1).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((tmp_path / "server.log").read_text())
-                time.sleep(0.1)
-        authority = TokenAuthority(load_secret(data))
-        yield base, data, authority.issue
+        yield server.start()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        server.stop()
+        server.close()
+
+
+@pytest.fixture
+def live_server(live_hub):
+    """The live hub as (base_url, data_dir, mint)."""
+    return live_hub.url, live_hub.data, live_hub.mint

@@ -24,8 +24,6 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
@@ -33,15 +31,14 @@ from typing import Any
 
 import aiohttp
 import pytest
-from support import AN_BINH, MAU_A, VP_UBND, free_port
+from serve import Served
+from support import AN_BINH, MAU_A, VP_UBND
 
 from hub.edxml import samples
 from hub.auth import TokenAuthority, load_secret
 from spool.chain import GENESIS_HASH, event_hash
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[2]
 
 #: Local senders (communes) and local recipients (offices): all on the mailbox route.
 COMMUNES = tuple(f"000.{n:02d}.48.H63" for n in range(1, 11))
@@ -58,113 +55,20 @@ START_TIMEOUT = 20.0      #: seconds for /healthz to answer after a (re)start
 XML = "application/xml"
 
 
-# -- the server as a process ----------------------------------------------------------
-
-class HubServer:
-    """``lienthong serve`` on one data directory, as a child process of the test.
+@pytest.fixture
+def hub_server(tmp_path: Path) -> Iterator[Callable[[], Served]]:
+    """``hub_server()`` → a stopped ``Served`` hub on tmp_path/var; killed at teardown.
 
     Every start appends to the same log file, so a failure shows the whole
-    story: the run that was killed and the run that recovered.
-    """
+    story: the run that was killed and the run that recovered."""
+    servers: list[Served] = []
 
-    def __init__(self, data: Path, log: Path, port: int) -> None:
-        self.data = data
-        self.log = log
-        self.port = port
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    async def start(self) -> None:
-        """Start the process and wait until it answers /healthz (bounded)."""
-        self._spawn()
-        await self._wait_healthy()
-
-    def _spawn(self) -> None:
-        assert not self.running, "the hub is already running"
-        self.starts += 1
-        # The load comes from one address and a few identities faster than the default rate
-        # limits allow: this test is about durability, not the limiter.
-        conf = self.data.parent / f"{self.data.name}-hub.toml"
-        conf.write_text("rate_limit_per_address = 0\nrate_limit_per_identity = 0\n")
-        cmd = [sys.executable, "-m", "hub.cli", "serve", "-c", str(conf), "--data", str(self.data),
-               "--listen", f"127.0.0.1:{self.port}"]
-        with self.log.open("ab") as log:
-            log.write(f"\n--- test: start #{self.starts}: {' '.join(cmd)}\n".encode())
-            log.flush()
-            self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-    async def _wait_healthy(self) -> None:
-        # /healthz answers only once the app's startup (spool open, recovery) is done.
-        deadline = time.monotonic() + START_TIMEOUT
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as http:
-            while True:
-                if self.proc is None or self.proc.poll() is not None:
-                    pytest.fail(f"the hub exited during start #{self.starts} "
-                                f"(rc={self.proc and self.proc.returncode}):\n{self.log_tail()}")
-                try:
-                    async with http.get(f"{self.base}/healthz") as resp:
-                        if resp.status == 200:
-                            return
-                except (TimeoutError, aiohttp.ClientError):
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"the hub did not answer /healthz within {START_TIMEOUT:.0f} s "
-                                f"(start #{self.starts}):\n{self.log_tail()}")
-                await asyncio.sleep(0.05)
-
-    def kill(self) -> None:
-        """kill -9: no signal handler, no shutdown code, no final checkpoint."""
-        if self.running:
-            os.kill(self.pid, signal.SIGKILL)
-        if self.proc is not None:
-            self.proc.wait(timeout=10)
-            self._note(f"killed with SIGKILL (rc={self.proc.returncode})")
-
-    def stop(self) -> int:
-        """A clean stop (SIGTERM), bounded; returns the exit code."""
-        assert self.proc is not None and self.running
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(f"the hub did not stop within 20 s of SIGTERM:\n{self.log_tail()}")
-        self._note(f"stopped with SIGTERM (rc={rc})")
-        return rc
-
-    def _note(self, text: str) -> None:
-        with self.log.open("ab") as log:
-            log.write(f"--- test: {text}\n".encode())
-
-    def log_tail(self, chars: int = 6000) -> str:
-        try:
-            return self.log.read_bytes()[-chars:].decode(errors="replace")
-        except FileNotFoundError:
-            return "(no log)"
-
-
-@pytest.fixture
-def hub_server(tmp_path: Path) -> Iterator[Callable[[], HubServer]]:
-    """``hub_server()`` → a stopped ``HubServer`` on tmp_path/var; killed at teardown."""
-    servers: list[HubServer] = []
-
-    def make() -> HubServer:
-        server = HubServer(tmp_path / "var", tmp_path / f"hub-{len(servers)}.log", free_port())
+    def make() -> Served:
+        # The load comes from one address and a few identities faster than the
+        # default rate limits allow: this test is about durability, not the limiter.
+        server = Served(tmp_path / "var", log=tmp_path / f"hub-{len(servers)}.log",
+                        start_timeout=START_TIMEOUT,
+                        config="rate_limit_per_address = 0\nrate_limit_per_identity = 0\n")
         servers.append(server)
         return server
 
@@ -172,8 +76,7 @@ def hub_server(tmp_path: Path) -> Iterator[Callable[[], HubServer]]:
         yield make
     finally:
         for server in servers:
-            if server.running:
-                server.kill()
+            server.close()
 
 
 # -- documents and the client side ------------------------------------------------------------
@@ -288,7 +191,7 @@ async def bounded(jobs: Iterable[Awaitable[Any]], limit: int = CONCURRENCY) -> l
     return await asyncio.gather(*(one(j) for j in jobs))
 
 
-async def load_until_killed(client: Client, server: HubServer, docs: list[Doc]) -> None:
+async def load_until_killed(client: Client, server: Served, docs: list[Doc]) -> None:
     """Submit ``docs`` from CONCURRENCY workers; SIGKILL the hub after KILL_AFTER answers.
 
     After the kill no worker takes a new document: those stay unsent (status
@@ -358,7 +261,7 @@ async def test_sigkill_under_load_loses_nothing_and_delivers_once(hub_server, tm
     by_id: dict[str, Doc] = {}
 
     # Given: the real hub, taking a load from 10 communes to 13 offices at 32 in flight
-    await server.start()
+    await server.start_async()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         client = Client(http, server.base, server.data)
 
@@ -373,7 +276,7 @@ async def test_sigkill_under_load_loses_nothing_and_delivers_once(hub_server, tm
     assert lost, "no request was in flight at the kill: the test proved nothing"
 
     # And: it is started again on the same data directory
-    await server.start()
+    await server.start_async()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         client = Client(http, server.base, server.data)
 
@@ -485,7 +388,7 @@ async def test_sigkill_when_idle_changes_nothing(hub_server):
     server = hub_server()
 
     # Given: a hub holding a few documents, some acknowledged, some waiting
-    await server.start()
+    await server.start_async()
     docs = [Doc(n, sender, (VP_UBND,), samples.edoc(sender, [VP_UBND], n, size=DOC_SIZE))
             for n, sender in enumerate([MAU_A, AN_BINH] * 4, start=1)]
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
@@ -502,7 +405,7 @@ async def test_sigkill_when_idle_changes_nothing(hub_server):
         # When: it is killed with nothing in flight, and started again
         server.kill()
         assert snapshot(server.data) == before, f"round {round_}: the kill itself changed the spool"
-        await server.start()
+        await server.start_async()
 
         # Then: nothing changed, and the inbox is what it was
         after = snapshot(server.data)

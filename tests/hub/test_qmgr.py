@@ -5,7 +5,6 @@ backoff and lifetimes, so nothing here sleeps for long.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 
@@ -18,7 +17,7 @@ from hub.edxml import samples
 from hub.auth import Identity
 from hub.node import open_hub
 from hub.qmgr import backoff
-from support import MAU_A, SO_NOIVU, VP_UBND
+from support import MAU_A, SO_NOIVU, VP_UBND, eventually
 
 SO_TAICHINH = "000.00.05.H63"
 
@@ -253,10 +252,9 @@ async def test_the_live_loop_delivers_without_help(queue_settings):
     async with open_hub(queue_settings, run_queue=True,
                         adapters={"mailbox": MailboxAdapter("mailbox", {}), "provincial": stub}) as hub:
         res = await send(hub, 10)
-        for _ in range(100):
-            if (await delivery(hub, res.id))["state"] == "delivered":
-                break
-            await asyncio.sleep(0.02)
+        async def delivered():
+            return (await delivery(hub, res.id))["state"] == "delivered"
+        await eventually(delivered, timeout=5, what="the live loop delivered it")
         assert (await delivery(hub, res.id))["state"] == "delivered"
         assert hub.qmgr.scheduler is not None and hub.qmgr.scheduler.running
 

@@ -13,6 +13,7 @@ from spool.sqlite.backend import SqliteSpool
 from spool.ids import new_message_id
 from spool.sqlite.migrations import MIGRATIONS
 from spool.chain import GENESIS_HASH, event_hash
+from support import eventually
 
 
 def envelope(raw: bytes, doc: str = "D1", recipients=("R1",), sender: str = "S") -> NewEnvelope:
@@ -228,5 +229,5 @@ async def test_checkpoints_run_beside_the_writer(spool):
         finally:
             conn.close()
     assert in_database_file() == 0  # committed, in the log only
-    await asyncio.sleep(spool_sqlite.CHECKPOINT_SECONDS * 3)
-    assert in_database_file() == 1
+    await eventually(lambda: in_database_file() == 1, timeout=spool_sqlite.CHECKPOINT_SECONDS * 20,
+                     what="the checkpointer folded the log into the database file")

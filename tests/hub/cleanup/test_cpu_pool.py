@@ -8,7 +8,7 @@ from hub.api.app import HUB, create_app
 from hub.errors import HubError, ValidationError
 from hub.receipts.format import verify_receipt
 from hub.crypto.signing import sign_envelope
-from support import MAU_A, VP_UBND
+from support import MAU_A, VP_UBND, eventually
 
 XML = {"Content-Type": "application/xml"}
 
@@ -45,15 +45,12 @@ async def test_worker_processes_accept_verify_and_refuse(aiohttp_client, make_se
     assert body["error"]["details"]["path"].endswith("PromulgationDate")
 
 
-def test_workers_die_with_a_killed_hub(live_server):
+async def test_workers_die_with_a_killed_hub(live_hub):
     # Given: a live hub with its default worker pool
     import os
     import signal
     import subprocess
-    import time
-    base, data, _mint = live_server
-    hub_pid = int(subprocess.run(["pgrep", "-f", "--", f"serve --data {data}"], capture_output=True,
-                                 text=True).stdout.split()[0])
+    hub_pid = live_hub.pid
     children = subprocess.run(["pgrep", "-P", str(hub_pid)], capture_output=True, text=True).stdout.split()
     workers = [int(c) for c in children
                if "spawn_main" in open(f"/proc/{c}/cmdline", "rb").read().decode(errors="replace")]
@@ -61,13 +58,20 @@ def test_workers_die_with_a_killed_hub(live_server):
     # When: the hub is killed with SIGKILL
     os.kill(hub_pid, signal.SIGKILL)
     # Then: its workers go too
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{w}") and
-                                              "Z" not in open(f"/proc/{w}/stat").read().split()[2]
-                                              for w in workers):
-        time.sleep(0.1)
-    assert not [w for w in workers if os.path.exists(f"/proc/{w}")
-                and open(f"/proc/{w}/stat").read().split()[2] != "Z"]
+    await eventually(lambda: not alive(workers), timeout=10, what="the workers of a killed hub exit")
+
+
+def alive(pids) -> list:
+    """Those of ``pids`` still running (a zombie has ended)."""
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().split()[2] != "Z":
+                    out.append(pid)
+        except FileNotFoundError:
+            pass
+    return out
 
 
 async def test_a_dead_worker_fails_its_calls_and_is_replaced():
@@ -104,61 +108,39 @@ async def test_a_dead_worker_fails_its_calls_and_is_replaced():
     finally:
         await pool.close()
     # closing the pool ends its workers
-    deadline = time.monotonic() + 10
-    while os.path.exists(f"/proc/{new_pid}") and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert not os.path.exists(f"/proc/{new_pid}")
+    await eventually(lambda: not os.path.exists(f"/proc/{new_pid}"), timeout=10,
+                     what="a closed pool's worker exits")
 
 
-def test_sigterm_to_the_process_group_twice_stops_the_hub_cleanly(tmp_path):
+async def test_sigterm_to_the_process_group_twice_stops_the_hub_cleanly(tmp_path):
     # Given: a hub in a process group of its own, with its workers (as under
     # systemd, or `timeout`, which signals the process and then its group)
     import os
     import signal
     import subprocess
-    import sys
     import time
-    import urllib.request
 
-    from support import REPO, free_port
-    port = free_port()
-    log = tmp_path / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "hub.cli", "serve", "--data", str(tmp_path / "d"),
-                                 "--listen", f"127.0.0.1:{port}"], cwd=REPO, stdout=out, stderr=out,
-                                start_new_session=True)
+    from serve import Served
+    server = Served(tmp_path / "d", log=tmp_path / "server.log", health="/readyz",
+                    new_session=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1).read()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
-        workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+        server.start()
+        workers = subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True,
                                  text=True).stdout.split()
         assert workers
         # When: SIGTERM reaches every process of the group, twice
-        os.killpg(proc.pid, signal.SIGTERM)
-        time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(server.pid, signal.SIGTERM)
+        time.sleep(0.05)  # the second signal a moment after the first, as `timeout` sends it
+        os.killpg(server.pid, signal.SIGTERM)
         # Then: one orderly shutdown; no traceback; the workers are gone
-        assert proc.wait(20) == 0, log.read_text()
+        assert server.proc.wait(20) == 0, server.log_text()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    text = log.read_text()
+        server.close()
+    text = server.log_text()
     assert "Traceback" not in text and "exited (code" not in text, text
     assert "stopping" in text
-
-    def alive() -> list[str]:
-        return [w for w in workers if os.path.exists(f"/proc/{w}")
-                and open(f"/proc/{w}/stat").read().split()[2] != "Z"]
-    deadline = time.monotonic() + 10  # multiprocessing's resource tracker leaves on its own
-    while alive() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not alive()
+    # multiprocessing's resource tracker leaves on its own
+    await eventually(lambda: not alive(workers), timeout=10, what="the workers exit")
 
 
 async def test_a_worker_that_cannot_start_is_retried_with_a_growing_delay():

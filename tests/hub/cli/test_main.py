@@ -6,11 +6,10 @@ import os
 import re
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
+from serve import Served
 from support import MAU_A, REPO, VP_UBND, free_port
 
 
@@ -30,7 +29,7 @@ def test_help_lists_the_commands():
 
 def test_directory_list(tmp_path):
     rows = json.loads(lienthong("directory", "list", "--json", "--data", str(tmp_path)).stdout)
-    assert len(rows) == 128
+    assert len(rows) == 136  # 128 organisations and the 8 peer hubs
     assert sum(r["route"] == "mailbox" for r in rows) == 76
     text = lienthong("directory", "list", "--kind", "department").stdout
     assert text.count("provincial") == 41 and "-- 41 organisations" in text
@@ -101,19 +100,10 @@ def test_readme_walkthrough_works_verbatim(tmp_path):
     block = block.replace("127.0.0.1:8780", f"127.0.0.1:{port}")
     (tmp_path / ".venv").symlink_to(REPO / ".venv")  # the README calls .venv/bin/lienthong
     (tmp_path / "examples").symlink_to(REPO / "examples")
-    log = open(tmp_path / "serve.log", "wb")
-    server = subprocess.Popen([str(REPO / ".venv/bin/lienthong"), "serve", "--listen", f"127.0.0.1:{port}"],
-                              cwd=tmp_path, stdout=log, stderr=log)
+    server = Served(None, port=port, cwd=tmp_path, log=tmp_path / "serve.log",
+                    program=[str(REPO / ".venv/bin/lienthong")])
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, \
-                    (tmp_path / "serve.log").read_text()
-                time.sleep(0.1)
+        server.start()
         # When: the walkthrough runs as written
         out = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path,
                              capture_output=True, text=True, timeout=120,
@@ -135,9 +125,8 @@ def test_readme_walkthrough_works_verbatim(tmp_path):
         assert view["deliveries"][0]["state"] == "delivered"
         assert view["deliveries"][0]["business_status"] == "03"
     finally:
-        server.terminate()
-        server.wait(10)
-        log.close()
+        server.stop()
+        server.close()
 
 
 def test_clients_do_not_invent_a_token_secret(tmp_path):

@@ -17,77 +17,22 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import pytest
+from serve import Served
 from support import AN_BINH, HUB_ID, MAU_A, REPO, VP_UBND, free_port
 
 from hub.edxml import samples
-from hub.auth import TokenAuthority, load_secret
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-class ServedHub:
-    """``lienthong serve`` on 127.0.0.1:<port>, restartable on the same port and data."""
-
-    def __init__(self, data: Path, port: int) -> None:
-        self.data = data
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = data.parent / f"serve-{port}.log"
-
-    def start(self, timeout: float = 60.0) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "hub.cli", "serve", "--data", str(self.data),
-                 "--listen", f"127.0.0.1:{self.port}"], cwd=REPO, stdout=log,
-                stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"hub exited:\n{self.log.read_text()}"
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError(f"hub not healthy after {timeout}s:\n{self.log.read_text()}")
-
-    def stop(self, timeout: float = 15.0) -> float:
-        """SIGTERM and wait; how long the hub took to stop."""
-        if self.proc is None or self.proc.poll() is not None:
-            return 0.0
-        started = time.monotonic()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-            raise AssertionError(f"hub ignored SIGTERM for {timeout}s") from None
-        return time.monotonic() - started
-
-    def submit(self, organ: str, raw: bytes) -> tuple[int, dict]:
-        token = TokenAuthority(load_secret(self.data)).issue(organ)
-        req = urllib.request.Request(f"{self.url}/v1/envelopes", data=raw, method="POST", headers={
-            "Authorization": f"Bearer {token}", "Content-Type": "application/xml"})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
-
-
-def tail_cmd(hub: ServedHub, *args: str) -> list[str]:
+def tail_cmd(hub: Served, *args: str) -> list[str]:
     return [sys.executable, "-m", "hub.cli", "tail", "--data", str(hub.data), "--url", hub.url,
             *args]
 
 
-def run_tail(hub: ServedHub, *args: str, env: dict[str, str] | None = None
+def run_tail(hub: Served, *args: str, env: dict[str, str] | None = None
              ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(tail_cmd(hub, *args), cwd=REPO, capture_output=True, text=True,
                           timeout=60, env=env, check=False)
@@ -100,7 +45,7 @@ def json_lines(out: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """A hub holding two documents from Mậu A, one from An Bình and one refusal."""
-    hub = ServedHub(tmp_path_factory.mktemp("tail") / "var", free_port())
+    hub = Served(tmp_path_factory.mktemp("tail") / "var", start_timeout=60)
     hub.start()
     try:
         assert hub.submit(MAU_A, samples.edoc(MAU_A, [VP_UBND], 1))[0] == 202
@@ -110,6 +55,7 @@ def served(tmp_path_factory):
         yield hub
     finally:
         hub.stop()
+        hub.close()
 
 
 def test_tail_prints_what_exists_as_json_lines_when_piped(served):
@@ -183,7 +129,7 @@ def test_tail_errors_are_clear(served, tmp_path):
     bad_token = run_tail(served, "--token", "lt1.bad.token")
     assert bad_token.returncode == 2
     assert "bad_token" in bad_token.stderr and "Traceback" not in bad_token.stderr
-    agency = TokenAuthority(load_secret(served.data)).issue(MAU_A)
+    agency = served.mint(MAU_A)
     forbidden = run_tail(served, "--token", agency)
     assert forbidden.returncode == 2 and "forbidden" in forbidden.stderr
     bad_state = run_tail(served, "--state", "bogus")
@@ -217,7 +163,7 @@ class LineReader:
 
 
 def test_tail_follow_resumes_across_a_hub_restart(tmp_path):
-    hub = ServedHub(tmp_path / "var", free_port())
+    hub = Served(tmp_path / "var", start_timeout=60)
     follower: subprocess.Popen[str] | None = None
     try:
         hub.start()
@@ -232,7 +178,8 @@ def test_tail_follow_resumes_across_a_hub_restart(tmp_path):
         seen += out.take(1)  # live
 
         # When: the hub restarts under it (the open stream must not hold the stop up)
-        assert hub.stop() < 10
+        hub.stop()
+        assert hub.stop_seconds < 10
         hub.start()
         for n in (4, 5):
             assert hub.submit(MAU_A, samples.edoc(MAU_A, [VP_UBND], n))[0] == 202
@@ -241,9 +188,11 @@ def test_tail_follow_resumes_across_a_hub_restart(tmp_path):
         # Then: every event exactly once, in order: what the log holds, no more, no less
         followed = [json.loads(line)["id"] for line in seen]
         assert followed == [1, 2, 3, 4, 5]
-        time.sleep(0.5)
+        # nothing printed twice: the line after them is the next event (no fixed wait)
+        assert hub.submit(MAU_A, samples.edoc(MAU_A, [VP_UBND], 6))[0] == 202
+        assert [json.loads(line)["id"] for line in out.take(1)] == [6], "tail printed events twice"
         assert out.lines.empty(), "tail printed events twice"
-        assert [e["id"] for e in json_lines(run_tail(hub).stdout)] == followed
+        assert [e["id"] for e in json_lines(run_tail(hub).stdout)] == followed + [6]
 
         # And: Ctrl-C ends it quietly with 130
         follower.send_signal(signal.SIGINT)
@@ -256,10 +205,11 @@ def test_tail_follow_resumes_across_a_hub_restart(tmp_path):
             follower.kill()
             follower.wait(5)
         hub.stop()
+        hub.close()
 
 
 def test_tail_without_follow_does_not_need_the_hub_id_when_given_a_token(served):
-    token = TokenAuthority(load_secret(served.data)).issue(HUB_ID, "auditor")
+    token = served.mint(HUB_ID, "auditor")
     done = run_tail(served, "--token", token, "--kind", "refused")
     assert done.returncode == 0, done.stderr
     assert [e["id"] for e in json_lines(done.stdout)] == [2]

@@ -2,7 +2,6 @@
 signatures on relay, original bytes kept for auditors."""
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from hub.edxml import samples
 from hub.api.app import HUB, create_app
 from hub.receipts.format import verify_receipt
 from hub.crypto.signing import check_sender, parse_xml, sign_envelope, verify_hop
-from support import HUB_ID, MAU_A, SO_NOIVU, VP_UBND, big_edoc
+from support import HUB_ID, MAU_A, SO_NOIVU, VP_UBND, big_edoc, eventually
 
 XML = {"Content-Type": "application/xml"}
 
@@ -110,14 +109,12 @@ async def test_legacy_sample_signature_by_policy(aiohttp_client, make_settings, 
         assert body["error"]["code"] == "signature_required"
 
 
-async def wait_first_delivered(hub, message_id: str, tries: int = 100) -> list[dict]:
-    """The message's deliveries once the first is delivered, or after ``tries`` × 20 ms."""
-    for _ in range(tries):
+async def wait_first_delivered(hub, message_id: str, timeout: float = 10.0) -> list[dict]:
+    """The message's deliveries once the first is delivered (fails after ``timeout``)."""
+    async def first_delivered():
         deliveries = await hub.spool.deliveries(message_id)
-        if deliveries[0]["state"] == "delivered":
-            break
-        await asyncio.sleep(0.02)
-    return deliveries
+        return deliveries if deliveries[0]["state"] == "delivered" else None
+    return await eventually(first_delivered, timeout=timeout, what="the first delivery delivered")
 
 
 @pytest.fixture
@@ -144,10 +141,7 @@ async def test_relay_adds_trace_and_hop_signature(aiohttp_client, make_settings,
     raw = sign_envelope(samples.edoc(MAU_A, ["000.00.44.H63"], 6), *org_key(dev_keys, MAU_A))
     status, body = await post(client, hub.tokens.issue(MAU_A), raw)
     assert status == 202
-    for _ in range(200):
-        if received:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: received, what="the peer received the document")
     headers, wire = received[0]
     assert headers["Authorization"] == "Bearer peer-secret"
     assert headers["X-Lienthong-Message-Id"] == body["id"]
@@ -184,11 +178,11 @@ async def test_peer_refusal_and_outage(aiohttp_client, make_settings, aiohttp_se
     status, body = await post(client, hub.tokens.issue(MAU_A),
                               samples.edoc(MAU_A, [SO_NOIVU, "000.00.44.H63", "000.00.50.H63"], 7))
     assert status == 202
-    for _ in range(200):
+
+    async def all_attempted():
         states = {d["recipient"]: d for d in await hub.spool.deliveries(body["id"])}
-        if all(d["state"] in ("failed", "deferred") for d in states.values()):
-            break
-        await asyncio.sleep(0.02)
+        return states if all(d["state"] in ("failed", "deferred") for d in states.values()) else None
+    states = await eventually(all_attempted, what="every delivery attempted")
     assert states[SO_NOIVU]["state"] == "failed" and "HTTP 422" in states[SO_NOIVU]["last_error"]
     assert states["000.00.44.H63"]["state"] == "deferred" and "HTTP 503" in states["000.00.44.H63"]["last_error"]
     assert states["000.00.50.H63"]["state"] == "deferred"
@@ -229,10 +223,7 @@ async def test_large_envelope_streams_to_disk_and_relays_from_its_file(aiohttp_c
     assert status == 422, refused
     assert not list((payloads / "incoming").iterdir())
     # The relay: signed file to file, sent from the file, the file removed
-    for _ in range(500):
-        if received:
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: received, what="the peer received the document")
     _headers, wire = received[0]
     assert verify_hop(wire, hub.keys.cert)
     assert check_sender(parse_xml(wire), MAU_A, hub.trust).result == "valid"
