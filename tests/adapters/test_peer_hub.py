@@ -180,3 +180,77 @@ async def test_a_peer_down_for_a_while_then_back_loses_nothing(aiohttp_client, m
                 items = (await r.json())["items"]
     assert sorted(i["document_id"] for i in items) == sorted(
         f"{MAU_A},2026/11/20,{n}/UBND" for n in (51, 52, 53))
+
+
+def _two_hubs(tmp_path):
+    """Văn Yên's and Lục Yên's hubs, configured for each other as the README does."""
+    a_port, b_port = free_port(), free_port()
+    a_data, b_data = tmp_path / "vanyen", tmp_path / "lucyen"
+    base_a = f'data_dir = "{a_data}"\nrate_limit_per_address = 0\n'
+    base_b = (f'data_dir = "{b_data}"\ndirectory = "{REPO / "examples/lucyen/directory.toml"}"\n'
+              f'rate_limit_per_address = 0\n')
+    for name, text in (("a", base_a), ("b", base_b)):
+        (tmp_path / f"{name}.toml").write_text(text)
+        subprocess.run([sys.executable, "-m", "hub.cli", "keys", "init", "-c",
+                        str(tmp_path / f"{name}.toml")], cwd=REPO, check=True, capture_output=True)
+    for_vanyen = TokenAuthority(load_secret(b_data)).issue(VANYEN_HUB, "relay", route="peer.vanyen")
+    for_lucyen = TokenAuthority(load_secret(a_data)).issue(LUCYEN_HUB, "relay", route="peer.lucyen")
+    conf_a = base_a + (f'[adapters."peer.lucyen"]\nclass = "peer_hub"\n'
+                       f'url = "http://127.0.0.1:{b_port}"\ntoken = "{for_vanyen}"\n'
+                       f'peer_cert = "{b_data / "keys" / "hub.pem"}"\n')
+    conf_b = base_b + (f'[adapters."peer.vanyen"]\nclass = "peer_hub"\n'
+                       f'url = "http://127.0.0.1:{a_port}"\ntoken = "{for_lucyen}"\n'
+                       f'peer_cert = "{a_data / "keys" / "hub.pem"}"\n')
+    return (Served(a_data, port=a_port, config=conf_a, log=tmp_path / "a.log"),
+            Served(b_data, port=b_port, config=conf_b, log=tmp_path / "b.log"))
+
+
+async def test_two_districts_exchange_documents_both_ways_and_statuses_come_back(tmp_path):
+    import aiohttp
+    from support import VP_UBND
+    minh_xuan = "000.02.44.H63"
+    a, b = _two_hubs(tmp_path)
+    with a, b:
+        async with aiohttp.ClientSession() as http:
+            async def post(hub, organ, raw):
+                async with http.post(f"{hub.url}/v1/envelopes", data=raw,
+                                     headers={"Authorization": f"Bearer {hub.mint(organ, 'agency')}",
+                                              **XML}) as r:
+                    assert r.status == 202, await r.text()
+                    return await r.json()
+
+            async def inbox(hub, organ):
+                async with http.get(f"{hub.url}/v1/inbox",
+                                    headers={"Authorization": f"Bearer {hub.mint(organ, 'agency')}"}) as r:
+                    return (await r.json())["items"]
+
+            # Given: a document each way between the districts
+            one = await post(a, MAU_A, samples.edoc(MAU_A, [YEN_THE], 61))
+            two = await post(b, minh_xuan, samples.edoc(minh_xuan, [VP_UBND], 62))
+            # Then: each reaches its recipient on the other hub
+            [got_one] = await eventually(lambda: inbox(b, YEN_THE), timeout=30)
+            [got_two] = await eventually(lambda: inbox(a, VP_UBND), timeout=30)
+            assert (got_one["sender"], got_one["document_id"]) == (MAU_A, one["document_id"])
+            assert (got_two["sender"], got_two["document_id"]) == (minh_xuan, two["document_id"])
+            # When: each recipient answers with status 03 on its own hub
+            await post(b, YEN_THE, samples.status(YEN_THE, MAU_A, one["document_id"], "03"))
+            await post(a, VP_UBND, samples.status(VP_UBND, minh_xuan, two["document_id"], "03"))
+            # Then: the statuses flow back to the original senders, across the districts
+            [st_one] = await eventually(lambda: inbox(a, MAU_A), timeout=30)
+            [st_two] = await eventually(lambda: inbox(b, minh_xuan), timeout=30)
+            assert (st_one["sender"], st_one["status_code"]) == (YEN_THE, "03")
+            assert (st_two["sender"], st_two["status_code"]) == (VP_UBND, "03")
+            # and each hub records the business status on its own delivery, in its own log
+            async with http.get(f"{a.url}/v1/envelopes/{one['id']}",
+                                headers={"Authorization": f"Bearer {a.mint(MAU_A, 'agency')}"}) as r:
+                view = await r.json()
+            assert [(d["recipient"], d["state"], d["business_status"]) for d in view["deliveries"]] == \
+                [(YEN_THE, "delivered", "03")]
+            for hub in (a, b):
+                async with http.get(f"{hub.url}/v1/audit/verify", headers={
+                        "Authorization": f"Bearer {hub.mint(hub_id_of(hub), 'auditor')}"}) as r:
+                    assert (await r.json())["ok"] is True
+
+
+def hub_id_of(hub) -> str:
+    return LUCYEN_HUB if "lucyen" in str(hub.data) else VANYEN_HUB
