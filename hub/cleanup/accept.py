@@ -189,9 +189,11 @@ async def _status_record(hub: HubContext, message_id: str, ins: Inspected, raw: 
         # The hub's own failure notice: to the sender, recorded on the failed delivery.
         targets, about = [original["sender"]], notice_for or env.sender
     elif env.sender == original["sender"]:
-        # The sender speaks about its own document (13: recall): tell every recipient.
+        # The sender speaks about its own document: only a recall (13), to every recipient.
+        _check_sender_status(env.status_code or "", rf.document_id, path)
         targets = recipients_of_original
     elif env.sender in recipients_of_original:
+        await _check_recipient_status(hub, env.status_code or "", original, rf.document_id, path)
         targets = [original["sender"]]
     else:
         raise ForbiddenError(f"{env.sender} did not receive document {rf.document_id!r} and "
@@ -204,6 +206,46 @@ async def _status_record(hub: HubContext, message_id: str, ins: Inspected, raw: 
                        rf.document_id, ins.sha256, raw, env.description, None, env.status_code,
                        original["id"], ins.signature, origin, deliveries, status, ins.receipt,
                        irregularities=[i.to_dict() for i in env.irregularities])
+
+
+#: Who may send which status (QCVN 102): the sender recalls (13); its recipients
+#: report on the document (01-06) and answer a recall or an update (15 agrees,
+#: 16 refuses), and only once there is one to answer.
+SENDER_STATUSES = frozenset({"13"})
+RECIPIENT_STATUSES = frozenset({"01", "02", "03", "04", "05", "06"})
+ANSWER_STATUSES = frozenset({"15", "16"})
+
+
+def _status_refused(code: str, document_id: str, path: str, rule: str) -> ForbiddenError:
+    return ForbiddenError(f"status {code} about {document_id!r} is not allowed: {rule}",
+                          code="status_not_allowed",
+                          details={"path": path.rsplit("/", 1)[0] + "/StatusCode",
+                                   "status_code": code, "rule": rule})
+
+
+def _check_sender_status(code: str, document_id: str, path: str) -> None:
+    if code not in SENDER_STATUSES:
+        raise _status_refused(code, document_id, path,
+                              "the sender of a document may only recall it (13); 01-06 come "
+                              "from its recipients, 15 and 16 answer a recall")
+
+
+async def _check_recipient_status(hub: HubContext, code: str, original: Any, document_id: str,
+                                  path: str) -> None:
+    if code in RECIPIENT_STATUSES:
+        return
+    if code in ANSWER_STATUSES:
+        recalled = any(st["status_code"] == "13" and st["organ"] == original["sender"]
+                       for st in await hub.spool.statuses(original["id"]))
+        acted_on = any(link["type"] in ("revoked_by", "updated_by")
+                       for link in await hub.spool.links(original["id"]))
+        if recalled or acted_on:
+            return
+        raise _status_refused(code, document_id, path,
+                              f"{code} answers a recall (13) or an update of the document, and "
+                              f"its sender has sent neither")
+    raise _status_refused(code, document_id, path,
+                          "only the sender of a document may recall it (13)")
 
 
 def _record_refusal(hub: HubContext, identity: Identity, origin: str, exc: HubError) -> None:
