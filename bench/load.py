@@ -43,7 +43,7 @@ class _Connection:
 
 
 class Client:
-    """Keep-alive HTTP/1.1 POSTs over a pool of connections (one per task in flight)."""
+    """Keep-alive HTTP/1.1 requests over a pool of connections (one per task in flight)."""
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
@@ -51,10 +51,15 @@ class Client:
         self.idle: list[_Connection] = []
 
     async def post(self, headers: bytes, body: bytes) -> tuple[int, bytes]:
+        return await self.request("POST", self.path, headers, body)
+
+    async def request(self, method: str, path: str, headers: bytes,
+                      body: bytes = b"") -> tuple[int, bytes]:
+        """One request on an idle connection (or a new one); (status, body)."""
         conn = self.idle.pop() if self.idle else _Connection(
             *await asyncio.open_connection(self.host, self.port))
         try:
-            head = (f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            head = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
                     f"Content-Length: {len(body)}\r\n").encode() + headers + b"\r\n"
             conn.writer.writelines((head, body))
             await conn.writer.drain()

@@ -14,6 +14,8 @@ Phases (see bench/README.md for what each number means):
   e2e     (b) accept → hop-signed push to the peer → status back → relayed
   depth   (d) accept and dispatch with 0 / 100k / 1M deliveries queued; start time
   big     (e) one 100 MB envelope accepted and relayed; the server's peak RSS
+  door    the national-SDK door: sendEdoc and getEdoc beside POST /v1/envelopes and
+          GET /v1/inbox/{id}, on one hub, alternating, in the same run
 
 Output: one JSON line per measurement on stdout, progress on stderr, then a
 plain table.  ``--json FILE`` also writes every record; ``--markdown FILE``
@@ -70,6 +72,9 @@ class Profile:
     depth_accept: int = 3000
     dispatch_count: int = 2000
     big_size: int = 100 * MB
+    #: documents per API and repetition in the door phase, and the repetitions
+    door_count: int = 2000
+    door_reps: int = 2
 
 
 FULL = Profile(
@@ -83,7 +88,8 @@ QUICK = Profile(
           (100 * KB, False): (320, 1.5), (100 * KB, True): (40, 0.8),
           (1 * MB, False): (128, 2.5), (1 * MB, True): (10, 0.8)},
     reps_10k_c64=1, floor_seconds=0.4, floor_reps=2, rate_count=400, e2e_count=400,
-    depths=(0, 20_000), depth_accept=640, dispatch_count=300, big_size=10 * MB)
+    depths=(0, 20_000), depth_accept=640, dispatch_count=300, big_size=10 * MB,
+    door_count=300, door_reps=1)
 
 
 def fmt_size(n: int) -> str:
@@ -471,13 +477,69 @@ class Bench:
                     peak_mb=round(peak / MB, 1),
                     peak_after_accept_mb=round(peak_accept / MB, 1), peak_reset=reset)
 
+    def phase_door(self) -> None:
+        """sendEdoc + getEdoc through the door beside POST /v1/envelopes + GET /v1/inbox/{id}:
+        one hub, the APIs alternating (http, door, http, door...), 10 KB, concurrency 16."""
+        from hub.door.credentials import issue
+        from bench.common import COMMUNES, OFFICES
+        n, reps, conc = self.p.door_count, self.p.door_reps, 16
+        pool = self.pool("door", n * 2 * reps, 10 * KB)
+        hub = self.hub("door")
+        hub.prepare()
+        for organ in (*COMMUNES, *OFFICES):
+            issue(hub.data, organ)
+        hub.start()
+        runs: dict[str, list[dict[str, Any]]] = {"http": [], "door": []}
+        skip = 0
+        for _ in range(reps):
+            for api in ("http", "door"):
+                cmd = [PYTHON, "-m", "bench.doorload", "--url", hub.base, "--api", api,
+                       "--ident", str(self.ident), "--data", str(hub.data), "--pool", str(pool),
+                       "--skip", str(skip), "--count", str(n), "--concurrency", str(conc),
+                       "--server-pid", str(hub.pid)]
+                skip += n
+                child = Child(cmd, self.work / "door" / "doorload.log")
+                self.children.append(child)
+                res = child.result(timeout=300)
+                for half in ("send", "get"):
+                    if res[half]["ok"] != res[half]["sent"]:
+                        note(f"door {api} {half}: {res[half]['sent'] - res[half]['ok']} of "
+                             f"{res[half]['sent']} failed: {res[half]['codes']}")
+                runs[api].append(res)
+        hub.stop()
+        best: dict[tuple[str, str], float] = {}
+        for api, results in runs.items():
+            for half, label in (("send", "sendEdoc" if api == "door" else "POST /v1/envelopes"),
+                                ("get", "getEdoc" if api == "door" else "GET /v1/inbox/{id}")):
+                rates = [r[half]["throughput"] or 0.0 for r in results]
+                med = sorted(results, key=lambda r: r[half]["throughput"] or 0.0)[len(results) // 2]
+                m = med[half]
+                best[(api, half)] = m["throughput"] or 0.0
+                self.record(f"door.{half}_throughput", {"api": api, "call": label, "size": "10 KB",
+                                                         "concurrency": conc},
+                            round(m["throughput"] or 0.0, 1), "docs/s",
+                            p50_ms=round(m["p50_ms"], 2), p99_ms=round(m["p99_ms"], 2),
+                            server_cores=round(m["server_cores"] or 0.0, 2),
+                            server_cpu_ms_per_doc=round(m["server_cpu_ms_per_doc"], 3),
+                            client_cores=round(m["client_cores"] or 0.0, 2),
+                            client_cpu_ms_per_doc=round(m["client_cpu_ms_per_doc"], 3),
+                            ok=m["ok"], sent=m["sent"], runs=[round(x, 1) for x in rates])
+        for half in ("send", "get"):
+            http_rate = best[("http", half)]
+            cpu = {api: statistics.median(r[half]["server_cpu_ms_per_doc"] for r in runs[api])
+                   for api in runs}
+            self.record("door.vs_http", {"call": half}, round(best[("door", half)] / http_rate, 3)
+                        if http_rate else None, "x http",
+                        server_cpu_ratio=round(cpu["door"] / cpu["http"], 3) if cpu["http"] else None)
+
     # -- the run -------------------------------------------------------------------------------
 
     PHASES: dict[str, str] = {"floor": "phase_floor", "accept": "phase_accept",
-                              "e2e": "phase_e2e", "depth": "phase_depth", "big": "phase_big"}
+                              "e2e": "phase_e2e", "depth": "phase_depth", "big": "phase_big",
+                              "door": "phase_door"}
     #: A phase is not started with less than this much budget left (seconds, quick/full).
     NEEDS = {"floor": (3, 15), "accept": (15, 90), "e2e": (5, 30), "depth": (10, 40),
-             "big": (5, 40)}
+             "big": (5, 40), "door": (10, 40)}
 
     def run(self, phases: list[str]) -> int:
         note(f"{self.p.name} run; work dir {self.work}; budget {self.p.budget:.0f} s")
@@ -544,7 +606,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="lienthong-hub benchmarks")
     p.add_argument("--quick", action="store_true", help="small run, under a minute")
     p.add_argument("--phases", default="floor,accept,e2e,depth,big",
-                   help="comma list of: floor, accept, e2e, depth, big")
+                   help="comma list of: floor, accept, e2e, depth, big, door "
+                   "(door is not in the default list: run it with --phases door)")
     p.add_argument("--budget", type=float, help="seconds for the whole run (default 60 / 600)")
     p.add_argument("--work", help="work directory (default: a new temporary one, removed)")
     p.add_argument("--keep", action="store_true", help="keep the work directory")

@@ -158,6 +158,14 @@ PARAMS: tuple[Param, ...] = (
     Param("checkpoint_interval", "1h", parse_duration,
           "How often the hub signs a checkpoint of the audit log's chain head (also at shutdown)."),
     Param("token_lifetime", "365d", parse_duration, "Lifetime of tokens issued by `lienthong token`."),
+    Param("door_endpoint", "", str,
+          "The national-SDK door's endpoint as agency software reaches it (what SDK users set as "
+          "their endpoint; `lienthong door credentials` prints it). Empty: http://<listen>/vxp."),
+    Param("door_max_timestamp_age", "24h", parse_duration,
+          "Oldest signed timestamp the door accepts. The SDK freezes its timestamp when its "
+          "service object is made, so long-lived clients send old ones: allow hours."),
+    Param("door_max_clock_skew", "10m", parse_duration,
+          "How far ahead of the hub's clock a signed timestamp may be (clients' clocks drift)."),
     Param("minimal_backoff", "60s", parse_duration, "Shortest wait before retrying a deferred delivery."),
     Param("maximal_backoff", "4000s", parse_duration, "Longest wait between two delivery attempts."),
     Param("maximal_lifetime", "5d", parse_duration,

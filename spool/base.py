@@ -103,6 +103,24 @@ class InboxRow(TypedDict):
     fetched_at: float | None
 
 
+class SentRow(TypedDict):
+    """One delivery of a document (or status) an organisation sent, with its states."""
+    id: str
+    kind: str
+    document_id: str | None
+    subject: str | None
+    code: str | None
+    status_code: str | None
+    received_at: float
+    recipient: str
+    route: str
+    state: str
+    updated_at: float
+    fetched_at: float | None
+    business_status: str | None
+    business_status_at: float | None
+
+
 class ReceiptSource(TypedDict):
     """What a receipt says about its document (from the envelope row)."""
     id: str
@@ -293,7 +311,17 @@ class Spool(abc.ABC):
     @abc.abstractmethod
     async def payload(self, sha256: str, *, path_over: int | None = None) -> bytes | Path: ...
     @abc.abstractmethod
-    async def inbox(self, organ: str, *, after: int = 0, limit: int = 100) -> list[InboxRow]: ...
+    async def inbox(self, organ: str, *, after: int = 0, limit: int = 100,
+                    kind: str | None = None) -> list[InboxRow]:
+        """What waits in ``organ``'s mailbox (``kind``: only edoc or only status)."""
+    @abc.abstractmethod
+    async def inbox_count(self, organ: str, *, kind: str | None = None) -> int:
+        """How many items wait in ``organ``'s mailbox (of ``kind``, when given)."""
+    @abc.abstractmethod
+    async def sent(self, organ: str, *, kind: str | None = None, message_id: str | None = None,
+                   limit: int = 500) -> list[SentRow]:
+        """The deliveries of what ``organ`` sent, newest document first (the national-SDK
+        door's getSentEdocList): one row per document and recipient."""
     @abc.abstractmethod
     async def inbox_item(self, organ: str, message_id: str) -> DeliveryRow | None: ...
 

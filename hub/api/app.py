@@ -29,7 +29,7 @@ from spool.payloads import LARGE, SpooledBody
 
 #: Feature modules that mount their own routes: each has ``setup_routes(app)``.
 ROUTE_MODULES: tuple[str, ...] = ("hub.api.queue", "hub.api.events", "hub.api.metrics",
-                                  "hub.api.receipts", "hub.api.audit")
+                                  "hub.api.receipts", "hub.api.audit", "hub.api.door", "hub.api.adapters")
 
 # -- envelopes ---------------------------------------------------------------
 

@@ -132,12 +132,12 @@ class Cleaner:
 _worker: Cleaner | None = None
 
 
-def _init_worker(raw_settings: dict[str, Any]) -> None:
+def _init_worker(raw_settings: dict[str, Any], adapters: dict[str, dict[str, Any]]) -> None:
     global _worker
     from hub.config import build_settings
     from hub.crypto.setup import load_crypto
     from hub.directory import load_directory
-    settings = build_settings(raw_settings)
+    settings = build_settings(raw_settings, adapters)
     directory = load_directory(settings)
     keys, trust = load_crypto(settings, directory)
     _worker = Cleaner.from_settings(settings, directory, keys, trust)
@@ -167,7 +167,8 @@ class CpuPool:
         self.workers = settings.cpu_workers
         self._pool: WorkerPool | None = None
         if self.workers > 0:
-            self._pool = WorkerPool(self.workers, _init_worker, (settings.raw(),), name="cleanup")
+            self._pool = WorkerPool(self.workers, _init_worker, (settings.raw(), settings.adapters),
+                                    name="cleanup")
 
     async def start(self) -> None:
         """Spawn the workers now, so the first documents do not wait for one to load keys."""

@@ -43,7 +43,7 @@ from hub.private import FILE_MODE, private_dir, private_file, tighten
 from spool.sqlite.migrations import migrate
 from spool.payloads import PayloadStore, SpooledBody
 from spool.records import Event, NewEnvelope, StoreResult
-from spool.base import (DeliveryRow, EnvelopeRow, InboxRow, Spool, Stats, StatusRow)
+from spool.base import (DeliveryRow, EnvelopeRow, InboxRow, SentRow, Spool, Stats, StatusRow)
 from spool.sqlite.log import LogMixin
 from spool.sqlite.queue import QueueMixin
 from spool.sqlite.tx import EVENT_COLUMNS, Chain, Tx, row_to_event, transition
@@ -444,20 +444,48 @@ class SqliteSpool(QueueMixin, LogMixin, Spool):
             return self.payloads.root / row["path"]
         return await asyncio.to_thread(self.payloads.get, row["path"])
 
-    async def inbox(self, organ: str, *, after: int = 0, limit: int = 100) -> list[InboxRow]:
+    async def inbox(self, organ: str, *, after: int = 0, limit: int = 100,
+                    kind: str | None = None) -> list[InboxRow]:
         """What waits in ``organ``'s mailbox, in commit order.
 
         Paged on the delivery id, which the single writer assigns in commit
         order, so a client that keeps its cursor between polls never skips a
         document committed after its last poll (message ids are minted before
         the commit and need not arrive in order)."""
+        only = " AND e.kind = ?" if kind else ""
         rows = await self._all(
             "SELECT e.id, e.kind, e.sender, e.document_id, e.subject, e.code, e.status_code, "
             "e.size, e.sha256, e.received_at, d.id AS delivery_id, d.fetched_at "
             "FROM deliveries d JOIN envelopes e ON e.id = d.envelope_id "
             "WHERE d.recipient = ? AND d.route = 'mailbox' AND d.state = 'queued' "
-            "AND d.id > ? ORDER BY d.id LIMIT ?", (organ, after, limit))
+            f"AND d.id > ?{only} ORDER BY d.id LIMIT ?",
+            (organ, after, *((kind,) if kind else ()), limit))
         return [InboxRow(**r) for r in rows]  # type: ignore[typeddict-item]
+
+    async def inbox_count(self, organ: str, *, kind: str | None = None) -> int:
+        only = " AND e.kind = ?" if kind else ""
+        row = await self._one(
+            "SELECT COUNT(*) AS n FROM deliveries d JOIN envelopes e ON e.id = d.envelope_id "
+            f"WHERE d.recipient = ? AND d.route = 'mailbox' AND d.state = 'queued'{only}",
+            (organ, *((kind,) if kind else ())))
+        return int(row["n"]) if row else 0
+
+    async def sent(self, organ: str, *, kind: str | None = None, message_id: str | None = None,
+                   limit: int = 500) -> list[SentRow]:
+        where, params = ["e.sender = ?"], [organ]
+        if kind:
+            where.append("e.kind = ?")
+            params.append(kind)
+        if message_id:
+            where.append("e.id = ?")
+            params.append(message_id)
+        rows = await self._all(
+            "SELECT e.id, e.kind, e.document_id, e.subject, e.code, e.status_code, e.received_at, "
+            "d.recipient, d.route, d.state, d.updated_at, d.fetched_at, d.business_status, "
+            "d.business_status_at FROM envelopes e JOIN deliveries d ON d.envelope_id = e.id "
+            f"WHERE {' AND '.join(where)} ORDER BY e.received_at DESC, e.id DESC, d.id LIMIT ?",
+            (*params, limit))
+        return [SentRow(**r) for r in rows]  # type: ignore[typeddict-item]
 
     async def inbox_item(self, organ: str, message_id: str) -> DeliveryRow | None:
         row = await self._one(

@@ -668,6 +668,32 @@ async def test_inbox_paging_and_items(sp, clock):
     assert await sp.inbox_item("R3", ids[0]) is None
 
 
+async def test_inbox_by_kind_counts_and_what_an_organisation_sent(sp, clock):
+    a = await sp.store(edoc(b"<k1/>", "K1", recipients=("R1", "R2")))
+    clock.advance(1)
+    b = await sp.store(edoc(b"<k2/>", "K2", recipients=("R1",)))
+    st = await sp.store(status(a.id, "R1", "S"))  # R1 answers S about K1
+    # the mailbox by kind, and its counts
+    assert [i["id"] for i in await sp.inbox("R1", kind="edoc")] == [a.id, b.id]
+    assert await sp.inbox("R1", kind="status") == []
+    assert [i["id"] for i in await sp.inbox("S", kind="status")] == [st.id]
+    assert (await sp.inbox_count("R1"), await sp.inbox_count("R1", kind="edoc"),
+            await sp.inbox_count("R1", kind="status"), await sp.inbox_count("S")) == (2, 2, 0, 1)
+    await sp.ack("R1", a.id)
+    assert await sp.inbox_count("R1") == 1
+    # what S sent: newest document first, one row per recipient, with states
+    rows = await sp.sent("S")
+    assert [(r["id"], r["recipient"]) for r in rows] == [(b.id, "R1"), (a.id, "R1"), (a.id, "R2")]
+    first = next(r for r in rows if r["id"] == a.id and r["recipient"] == "R1")
+    assert (first["kind"], first["document_id"], first["state"], first["route"],
+            first["business_status"]) == ("edoc", "K1", "delivered", "mailbox", "03")
+    assert [r["id"] for r in await sp.sent("S", message_id=a.id)] == [a.id, a.id]
+    assert await sp.sent("S", kind="status") == []
+    assert [r["id"] for r in await sp.sent("R1", kind="status")] == [st.id]
+    assert len(await sp.sent("S", limit=1)) == 1
+    assert await sp.sent("nobody") == []
+
+
 async def test_find_documents_and_deliveries(sp, clock):
     a = await sp.store(edoc(b"<a/>", "SHARED", recipients=("R1", "R2")))
     clock.advance(1)
