@@ -90,7 +90,7 @@ from hub.vxp.client import DEFAULT_RETRYABLE_CODES, VxpClient
 from hub.vxp.errors import VxpError, VxpPermanentError, VxpTemporaryError
 from hub.vxp.records import ReceivedEdoc
 
-#: Distinct error codes kept in ``health()``; later ones count as ``other``.
+#: Distinct error codes kept in ``health()``; later ones count as ``errors.other``.
 MAX_CODES = 32
 #: Failed listings in a row after which the ingest loop raises: the supervisor
 #: then shows the route degraded or down and retries with its growing delay.
@@ -372,11 +372,11 @@ class ProvincialAdapter(Adapter):
     # ---------------------------------------------------------------- health
 
     def health(self) -> dict[str, Any]:
-        """Facts for ``GET /v1/adapters`` (JSON-able): ``system_id``, ``url``, ``polls`` (completed),
+        """Flat, JSON-able facts for ``GET /v1/adapters``: ``system_id``, ``url``, ``polls`` (completed),
         ``last_poll_at`` (ISO 8601 UTC, or null), ``taken_in`` (new documents and statuses),
         ``duplicates`` (listed again, the same message), ``refused_in`` (refused by cleanup,
         confirmed ``fail``), ``sent`` (sendEdoc calls answered with a DocId), ``last_error``,
-        ``last_error_at`` (ISO 8601 UTC, or null), and ``errors_by_code``: platform errors
+        ``last_error_at`` (ISO 8601 UTC, or null), and ``errors.<code>``: platform errors
         (both ways) by the platform's ErrorCode, ``http_<status>``, or the client's code
         (``vxp_timeout``, ``vxp_connection``, ``vxp_bad_response``...)."""
         out: dict[str, Any] = {
@@ -384,5 +384,5 @@ class ProvincialAdapter(Adapter):
             "last_poll_at": _iso(self.last_poll_at), "taken_in": self.taken_in,
             "duplicates": self.duplicates, "refused_in": self.refused_in, "sent": self.sent,
             "last_error": self.last_error, "last_error_at": _iso(self.last_error_at)}
-        out["errors_by_code"] = dict(sorted(self.errors.items()))
+        out.update({f"errors.{code}": n for code, n in sorted(self.errors.items())})
         return out

@@ -96,6 +96,11 @@ def adapter_report(hub: "HubContext", stats: Stats) -> list[dict[str, Any]]:
                 health = "degraded"
             if loop.last_error_at and (last_error_at is None or loop.last_error_at > last_error_at):
                 last_error, last_error_at = loop.last_error, loop.last_error_at
+        own_error, own_at = extra.get("last_error"), extra.get("last_error_at")
+        if own_error and last_error is None:  # the adapter's own (a poll's platform error)
+            last_error, shown_at = str(own_error), own_at
+        else:
+            shown_at = _iso(last_error_at)
         mode = "pull" if adapter.pull else "+".join(
             m for m, on in (("deliver", adapter.delivers), ("ingest", adapter.ingests)) if on)
         out.append({
@@ -103,7 +108,7 @@ def adapter_report(hub: "HubContext", stats: Stats) -> list[dict[str, Any]]:
             "routes": [name], "organisations": len(routes_of.get(name, [])),
             "rules": [r.pattern for r in hub.directory.rules if r.route == name],
             "state": "running" if hub.qmgr is not None else "stopped",
-            "health": health, "last_error": last_error, "last_error_at": _iso(last_error_at),
+            "health": health, "last_error": last_error, "last_error_at": shown_at,
             "queued": queued.get(name, 0),
             "attempts": rh.attempts if rh else 0, "delivered": rh.delivered if rh else 0,
             "deferred": rh.deferred if rh else 0, "refused": rh.refused if rh else 0,
@@ -112,7 +117,8 @@ def adapter_report(hub: "HubContext", stats: Stats) -> list[dict[str, Any]]:
             "last_poll_at": extra.get("last_poll_at"), "taken_in": extra.get("taken_in"),
             "errors_by_code": extra.get("errors_by_code", {}),
             "facts": {k: v for k, v in extra.items()
-                      if k not in ("last_poll_at", "taken_in", "errors_by_code")},
+                      if k not in ("last_poll_at", "taken_in", "errors_by_code", "last_error",
+                                   "last_error_at")},
         })
     for name in hub.missing_routes:
         out.append({"name": name, "class": None, "mode": None, "routes": [name],
@@ -129,8 +135,15 @@ def adapter_report(hub: "HubContext", stats: Stats) -> list[dict[str, Any]]:
 
 
 def _extra(adapter: Any) -> dict[str, Any]:
+    """The adapter's own facts; ``errors.<code>`` keys are gathered as ``errors_by_code``."""
     try:
         facts = adapter.health()
     except Exception as exc:  # a failing hook never breaks the view
         return {"health_error": f"{type(exc).__name__}: {exc}"}
-    return facts if isinstance(facts, dict) else {}
+    if not isinstance(facts, dict):
+        return {}
+    out: dict[str, Any] = {k: v for k, v in facts.items() if not k.startswith("errors.")}
+    by_code = dict(out.pop("errors_by_code", None) or {})
+    by_code.update({k[len("errors."):]: v for k, v in facts.items() if k.startswith("errors.")})
+    out["errors_by_code"] = by_code
+    return out

@@ -12,7 +12,7 @@ import asyncio
 import importlib
 import os
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 
@@ -26,6 +26,7 @@ from hub.errors import ForbiddenError, NotFoundError, ValidationError
 from hub.api.base import (HUB, XML_TYPES, errors_middleware, fit_page, hub_of, identity,
                           int_param, iso, json_response, read_body)
 from spool.payloads import LARGE, SpooledBody
+from spool.records import standing
 
 #: Feature modules that mount their own routes: each has ``setup_routes(app)``.
 ROUTE_MODULES: tuple[str, ...] = ("hub.api.queue", "hub.api.events", "hub.api.metrics",
@@ -70,11 +71,13 @@ async def get_envelope(request: web.Request) -> web.Response:
     statuses = await hub.spool.statuses(message_id)
     if ident.role == "agency" and ident.organ != env["sender"]:
         statuses = [s for s in statuses if s["organ"] == ident.organ]
-    return json_response(envelope_view(env, deliveries, statuses))
+    links = await hub.spool.links(message_id)
+    return json_response(envelope_view(env, deliveries, statuses, links))
 
 
 def envelope_view(env: dict[str, Any], deliveries: list[dict[str, Any]],
-                  statuses: list[dict[str, Any]]) -> dict[str, Any]:
+                  statuses: list[dict[str, Any]],
+                  links: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     return {
         "id": env["id"], "kind": env["kind"], "sender": env["sender"],
         "document_id": env["document_id"], "subject": env["subject"], "code": env["code"],
@@ -91,6 +94,10 @@ def envelope_view(env: dict[str, Any], deliveries: list[dict[str, Any]],
             "business_status_at": iso(d["business_status_at"]),
         } for d in deliveries],
         "statuses": [{**s, "received_at": iso(s["received_at"])} for s in statuses],
+        "irregularities": env.get("irregularities", []),
+        "standing": standing({link["type"] for link in links}),
+        "links": [{"type": link["type"], "id": link["id"], "document_id": link["document_id"],
+                   **link["detail"]} for link in links],
     }
 
 

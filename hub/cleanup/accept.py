@@ -14,6 +14,9 @@ authenticated identity to ``accept()``.  In order:
 5. sender signature check (``hub.signing``; policy per organisation:
    required, verify_if_present, record_only), against the certificate the
    trust store pins for the sender — never the one the signature carries;
+   what the axis normalised (``Envelope.irregularities``) is kept, not refused;
+5b. a revocation, update or replacement finds the documents it acts on
+   (``hub.cleanup.business``): links and added deliveries join the commit;
 6. one durable transaction (``spool.store``): payload, envelope, one delivery
    per recipient, business status, event log.  Duplicates are found there,
    atomically: the same sender + DocumentId + bytes again is the same
@@ -31,9 +34,11 @@ from typing import Any
 
 from hub.auth import Identity
 from hub.context import HubContext
+from hub.cleanup import business
 from hub.cleanup.cpu import Inspected
 from hub.crypto.signing import verify_hop
 from hub.errors import BackpressureError, ForbiddenError, HubError, ValidationError
+from hub.receipts.format import ReceiptLink
 from spool import NewDelivery, NewEnvelope, StatusRecord
 from spool.ids import new_message_id
 from spool.payloads import SpooledBody
@@ -95,9 +100,12 @@ async def _accept(hub: HubContext, raw: "bytes | SpooledBody", identity: Identit
             rec = await _status_record(hub, message_id, ins, raw, origin, notice_for)
         else:
             rec = _edoc_record(hub, message_id, ins, raw, origin)
+            await business.apply(hub, rec, env)
+            if rec.links:
+                await _link_receipt(hub, rec, ins)
         result = await hub.spool.store(rec)
     if result.created:
-        hub.wake_qmgr(result.recipients)
+        hub.wake_qmgr(result.recipients + result.added)
         log.info("%s accepted %s from %s (%s) for %s", result.id, env.kind, env.sender,
                  env.document_id or env.status_code, ",".join(r["organ"] for r in result.recipients))
     else:
@@ -147,7 +155,21 @@ def _edoc_record(hub: HubContext, message_id: str, ins: Inspected, raw: "bytes |
     assert env.document_id is not None
     return NewEnvelope(message_id, "edoc", env.sender, env.document_id, env.document_id,
                        ins.sha256, raw, env.subject, env.code, None, None, ins.signature, origin,
-                       deliveries, receipt=ins.receipt)
+                       deliveries, receipt=ins.receipt,
+                       irregularities=[i.to_dict() for i in env.irregularities])
+
+
+async def _link_receipt(hub: HubContext, rec: NewEnvelope, ins: Inspected) -> None:
+    """The acceptance receipt of a business document names what it acts on:
+    signed again, now that the documents are found (only for these few)."""
+    assert rec.receipt is not None
+    targets = {e["id"]: e for e in [await hub.spool.envelope(link.to_id) for link in rec.links]
+               if e is not None}
+    fields = dataclasses.replace(ins.fields, standing="current", links=tuple(
+        ReceiptLink(link.type, link.to_id, targets[link.to_id]["document_id"])
+        for link in rec.links))
+    receipt_id, at, _ = rec.receipt
+    rec.receipt = (receipt_id, at, (await hub.cpu.build_receipts([fields]))[0])
 
 
 async def _status_record(hub: HubContext, message_id: str, ins: Inspected, raw: "bytes | SpooledBody",
@@ -180,7 +202,8 @@ async def _status_record(hub: HubContext, message_id: str, ins: Inspected, raw: 
                           env.timestamp.strftime("%Y/%m/%d %H:%M:%S") if env.timestamp else None)
     return NewEnvelope(message_id, "status", env.sender, f"status:{ins.sha256}",
                        rf.document_id, ins.sha256, raw, env.description, None, env.status_code,
-                       original["id"], ins.signature, origin, deliveries, status, ins.receipt)
+                       original["id"], ins.signature, origin, deliveries, status, ins.receipt,
+                       irregularities=[i.to_dict() for i in env.irregularities])
 
 
 def _record_refusal(hub: HubContext, identity: Identity, origin: str, exc: HubError) -> None:

@@ -57,6 +57,9 @@ class Inspected:
     sha256: str
     signature: dict[str, Any]
     receipt: tuple[str, float, bytes]
+    #: What the receipt states, for a business document's receipt signed again
+    #: with its links once cleanup has found them.
+    fields: ReceiptFields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,12 +103,13 @@ class Cleaner:
         sha256 = raw.sha256 if isinstance(raw, SpooledBody) else hashlib.sha256(raw).hexdigest()
         receipt_id = f"{message_id}.accepted"
         document_id = env.document_id or (env.response_for[0].document_id if env.response_for else sha256)
-        xml = build_receipt(ReceiptFields(
+        fields = ReceiptFields(
             receipt_id=receipt_id, message_id=message_id, document_sha256=sha256,
             document_id=document_id, sender=env.sender, event="accepted", state="queued",
             time=datetime.fromtimestamp(at, timezone.utc), sender_signature=check.result,
-            hub_id=self.directory.hub.id, business_status=env.status_code), self.keys)
-        return Inspected(env, sha256, signature, (receipt_id, at, xml))
+            hub_id=self.directory.hub.id, business_status=env.status_code)
+        xml = build_receipt(fields, self.keys)
+        return Inspected(env, sha256, signature, (receipt_id, at, xml), fields)
 
     def check_sender(self, env: edxml.Envelope, identity: Identity) -> None:
         """The sender is the authenticated organisation, or one its route may speak for."""

@@ -21,7 +21,7 @@ from hub.api.app import HUB, create_app
 from hub.auth import TokenAuthority, load_secret
 from hub.edxml import samples
 from serve import Served
-from support import MAU_A, REPO, XML, eventually, free_port
+from support import MAU_A, REPO, SO_NOIVU, XML, eventually, free_port
 
 YEN_THE = "000.01.44.H63"      # a commune of Lục Yên (examples/lucyen/directory.toml)
 LUCYEN_HUB = "000.99.44.H63"
@@ -35,8 +35,9 @@ def _readme_block(heading: str) -> str:
 
 def test_the_peer_districts_walkthrough_works_verbatim(tmp_path):
     # Given: the README's block, on free ports, from a directory laid out like the project
-    a, b = free_port(), free_port()
-    block = _readme_block("Peer districts").replace("8780", str(a)).replace("9200", str(b))
+    a, b, platform = free_port(), free_port(), free_port()
+    block = (_readme_block("Peer districts").replace("8780", str(a)).replace("9200", str(b))
+             .replace("9100", str(platform)))
     for name in (".venv", "examples"):
         (tmp_path / name).symlink_to(REPO / name)
     # When: it runs as written (it starts and stops both hubs itself)
@@ -46,18 +47,25 @@ def test_the_peer_districts_walkthrough_works_verbatim(tmp_path):
     # Then: each step answered as the README says
     lines = out.stdout.splitlines()
     assert [ln for ln in lines if ln.startswith("HTTP ")] == ["HTTP 202", "HTTP 200", "HTTP 200",
-                                                              "HTTP 202", "HTTP 200"]
+                                                              "HTTP 202", "HTTP 200", "HTTP 200"]
     answers = [json.loads(ln) for ln in lines if ln.startswith("{")]
-    sent, inbox_y, ack, status, inbox_a = answers
-    assert sent["recipients"] == [{"organ": YEN_THE, "route": "peer.lucyen"}]
+    sent, inbox_y, ack, status, injected, inbox_a, platform_seen = answers
+    assert sent["recipients"] == [{"organ": YEN_THE, "route": "peer.lucyen"},
+                                  {"organ": SO_NOIVU, "route": "provincial"}]
     [doc] = inbox_y["items"]
     assert (doc["sender"], doc["document_id"]) == (MAU_A, sent["document_id"])
     assert ack["state"] == "delivered"
     assert status["recipients"] == [{"organ": MAU_A, "route": "peer.vanyen"}]
-    [st] = inbox_a["items"]
-    assert (st["sender"], st["status_code"], st["document_id"]) == (YEN_THE, "03", sent["document_id"])
-    health = [ln.split() for ln in lines if ln.startswith("peer.")]
-    assert [(h[0], h[3]) for h in health] == [("peer.lucyen", "ok"), ("peer.vanyen", "ok")]
+    assert injected["DocId"]
+    # both statuses came back to the original sender: through the peer hub and the platform
+    assert sorted((i["sender"], i["status_code"], i["document_id"]) for i in inbox_a["items"]) == \
+        [(SO_NOIVU, "03", sent["document_id"]), (YEN_THE, "03", sent["document_id"])]
+    health = [ln.split() for ln in lines if ln.startswith(("peer.", "provincial"))]
+    assert [(h[0], h[3]) for h in health] == [("peer.lucyen", "ok"), ("provincial", "ok"),
+                                              ("peer.vanyen", "ok")]
+    # the platform saw Mậu A's document sent once (and the department's status)
+    assert platform_seen["counters"]["sends"][sent["document_id"]] == 1
+    assert sum(platform_seen["counters"]["sends"].values()) == 2
 
 
 async def test_a_peer_answer_that_is_not_the_hub_apis_is_not_believed(aiohttp_client,
@@ -172,3 +180,77 @@ async def test_a_peer_down_for_a_while_then_back_loses_nothing(aiohttp_client, m
                 items = (await r.json())["items"]
     assert sorted(i["document_id"] for i in items) == sorted(
         f"{MAU_A},2026/11/20,{n}/UBND" for n in (51, 52, 53))
+
+
+def _two_hubs(tmp_path):
+    """Văn Yên's and Lục Yên's hubs, configured for each other as the README does."""
+    a_port, b_port = free_port(), free_port()
+    a_data, b_data = tmp_path / "vanyen", tmp_path / "lucyen"
+    base_a = f'data_dir = "{a_data}"\nrate_limit_per_address = 0\n'
+    base_b = (f'data_dir = "{b_data}"\ndirectory = "{REPO / "examples/lucyen/directory.toml"}"\n'
+              f'rate_limit_per_address = 0\n')
+    for name, text in (("a", base_a), ("b", base_b)):
+        (tmp_path / f"{name}.toml").write_text(text)
+        subprocess.run([sys.executable, "-m", "hub.cli", "keys", "init", "-c",
+                        str(tmp_path / f"{name}.toml")], cwd=REPO, check=True, capture_output=True)
+    for_vanyen = TokenAuthority(load_secret(b_data)).issue(VANYEN_HUB, "relay", route="peer.vanyen")
+    for_lucyen = TokenAuthority(load_secret(a_data)).issue(LUCYEN_HUB, "relay", route="peer.lucyen")
+    conf_a = base_a + (f'[adapters."peer.lucyen"]\nclass = "peer_hub"\n'
+                       f'url = "http://127.0.0.1:{b_port}"\ntoken = "{for_vanyen}"\n'
+                       f'peer_cert = "{b_data / "keys" / "hub.pem"}"\n')
+    conf_b = base_b + (f'[adapters."peer.vanyen"]\nclass = "peer_hub"\n'
+                       f'url = "http://127.0.0.1:{a_port}"\ntoken = "{for_lucyen}"\n'
+                       f'peer_cert = "{a_data / "keys" / "hub.pem"}"\n')
+    return (Served(a_data, port=a_port, config=conf_a, log=tmp_path / "a.log"),
+            Served(b_data, port=b_port, config=conf_b, log=tmp_path / "b.log"))
+
+
+async def test_two_districts_exchange_documents_both_ways_and_statuses_come_back(tmp_path):
+    import aiohttp
+    from support import VP_UBND
+    minh_xuan = "000.02.44.H63"
+    a, b = _two_hubs(tmp_path)
+    with a, b:
+        async with aiohttp.ClientSession() as http:
+            async def post(hub, organ, raw):
+                async with http.post(f"{hub.url}/v1/envelopes", data=raw,
+                                     headers={"Authorization": f"Bearer {hub.mint(organ, 'agency')}",
+                                              **XML}) as r:
+                    assert r.status == 202, await r.text()
+                    return await r.json()
+
+            async def inbox(hub, organ):
+                async with http.get(f"{hub.url}/v1/inbox",
+                                    headers={"Authorization": f"Bearer {hub.mint(organ, 'agency')}"}) as r:
+                    return (await r.json())["items"]
+
+            # Given: a document each way between the districts
+            one = await post(a, MAU_A, samples.edoc(MAU_A, [YEN_THE], 61))
+            two = await post(b, minh_xuan, samples.edoc(minh_xuan, [VP_UBND], 62))
+            # Then: each reaches its recipient on the other hub
+            [got_one] = await eventually(lambda: inbox(b, YEN_THE), timeout=30)
+            [got_two] = await eventually(lambda: inbox(a, VP_UBND), timeout=30)
+            assert (got_one["sender"], got_one["document_id"]) == (MAU_A, one["document_id"])
+            assert (got_two["sender"], got_two["document_id"]) == (minh_xuan, two["document_id"])
+            # When: each recipient answers with status 03 on its own hub
+            await post(b, YEN_THE, samples.status(YEN_THE, MAU_A, one["document_id"], "03"))
+            await post(a, VP_UBND, samples.status(VP_UBND, minh_xuan, two["document_id"], "03"))
+            # Then: the statuses flow back to the original senders, across the districts
+            [st_one] = await eventually(lambda: inbox(a, MAU_A), timeout=30)
+            [st_two] = await eventually(lambda: inbox(b, minh_xuan), timeout=30)
+            assert (st_one["sender"], st_one["status_code"]) == (YEN_THE, "03")
+            assert (st_two["sender"], st_two["status_code"]) == (VP_UBND, "03")
+            # and each hub records the business status on its own delivery, in its own log
+            async with http.get(f"{a.url}/v1/envelopes/{one['id']}",
+                                headers={"Authorization": f"Bearer {a.mint(MAU_A, 'agency')}"}) as r:
+                view = await r.json()
+            assert [(d["recipient"], d["state"], d["business_status"]) for d in view["deliveries"]] == \
+                [(YEN_THE, "delivered", "03")]
+            for hub in (a, b):
+                async with http.get(f"{hub.url}/v1/audit/verify", headers={
+                        "Authorization": f"Bearer {hub.mint(hub_id_of(hub), 'auditor')}"}) as r:
+                    assert (await r.json())["ok"] is True
+
+
+def hub_id_of(hub) -> str:
+    return LUCYEN_HUB if "lucyen" in str(hub.data) else VANYEN_HUB

@@ -249,7 +249,7 @@ async def test_timeouts_defer_and_nothing_is_sent_twice(platform, scene):
     assert env["deliveries"][0]["attempts"] == 3
     assert platform.counters.sends[sent["document_id"]] == 1
     assert len(await s.mailbox("edoc")) == 1
-    assert s.adapter.health()["errors_by_code"]["vxp_timeout"] == 2
+    assert s.adapter.health()["errors.vxp_timeout"] == 2
     # And: a poll that times out is only a missed poll
     platform.fail("timeout", "getReceivedEdocList", count=2, delay=2.0)
     doc_id = await s.dept.send_edoc(samples.edoc(SO_NOIVU, [MAU_A], 112), SO_NOIVU)
@@ -280,14 +280,14 @@ async def test_5xx_answers_defer_both_ways(platform, scene):
     sent = await s.submit(MAU_A, samples.edoc(MAU_A, [SO_NOIVU], 121))
     await s.state(MAU_A, sent["id"], "delivered")
     assert platform.counters.sends[sent["document_id"]] == 1
-    assert s.adapter.health()["errors_by_code"]["http_503"] == 2
+    assert s.adapter.health()["errors.http_503"] == 2
     # ingest: a 502 on getEdoc leaves the item listed; the next poll takes it
     platform.fail("http_error", "getEdoc", status=502)
     doc_id = await s.dept.send_edoc(samples.edoc(SO_NOIVU, [MAU_A], 122), SO_NOIVU)
     await s.inbox_has(MAU_A)
     await eventually(lambda: s.confirmed(doc_id) == 1)
     assert s.fetched(doc_id) == 1   # the 502 answered before the platform read it
-    assert len(await s.inbox(MAU_A)) == 1 and s.adapter.health()["errors_by_code"]["http_502"] == 1
+    assert len(await s.inbox(MAU_A)) == 1 and s.adapter.health()["errors.http_502"] == 1
 
 
 async def test_fail_answers_retryable_defer_and_permanent_refuse(platform, scene):
@@ -313,8 +313,8 @@ async def test_fail_answers_retryable_defer_and_permanent_refuse(platform, scene
     assert {(n["kind"], n["status_code"], n["sender"]) for n in notices} == {("status", "02", HUB_ID)}
     assert platform.counters.sends[refused["document_id"]] == 0
     health = s.adapter.health()
-    assert health["errors_by_code"]["busy"] == 1 and health["errors_by_code"]["invalid_doc"] == 1
-    assert health["errors_by_code"]["unknown_recipient"] == 1
+    assert health["errors.busy"] == 1 and health["errors.invalid_doc"] == 1
+    assert health["errors.unknown_recipient"] == 1
     # And: a transient FAIL on the listing only skips one poll
     platform.fail("fail", "getReceivedEdocList", error_code="unavailable")
     doc_id = await s.dept.send_edoc(samples.edoc(SO_NOIVU, [MAU_A], 134), SO_NOIVU)
@@ -333,7 +333,7 @@ async def test_a_body_that_is_not_json_is_temporary_both_ways(platform, scene):
     await eventually(lambda: s.confirmed(doc_id) == 1)
     assert platform.counters.sends[sent["document_id"]] == 1 and s.fetched(doc_id) == 1
     assert len(await s.inbox(MAU_A)) == 1
-    assert s.adapter.health()["errors_by_code"]["vxp_bad_response"] == 3
+    assert s.adapter.health()["errors.vxp_bad_response"] == 3
 
 
 async def test_an_expired_gateway_token_is_renewed_and_the_call_retried(gateway, scene):

@@ -43,7 +43,7 @@ async def test_each_instance_with_its_health_queue_and_last_error(aiohttp_client
         ("StubAdapter", "deliver", "ok", 1)
     assert lucyen["health"] == "degraded" and lucyen["queued"] == 1
     assert "stub failure" in lucyen["last_error"] and lucyen["last_error_at"].endswith("Z")
-    assert lucyen["rules"] == ["*.*.44.H63"] and lucyen["organisations"] == 1
+    assert lucyen["rules"] == ["*.*.44.H63"] and lucyen["organisations"] == 2  # UBND and its hub
     assert (drop["mode"], drop["taken_in"], drop["ingest_restarts"]) == ("ingest", 0, 0)
     assert items["mailbox"]["mode"] == "pull"
     # routes of the directory that nothing serves are shown, and say what to do
@@ -85,3 +85,26 @@ def test_lienthong_adapters_list_against_a_running_hub(tmp_path):
         assert text.splitlines()[0].split()[:4] == ["NAME", "CLASS", "MODE", "HEALTH"]
         assert any(line.startswith("peer.lucyen") and "unserved" in line
                    for line in text.splitlines())
+
+
+async def test_an_adapters_own_facts_and_errors_by_code_reach_the_report(aiohttp_client,
+                                                                         make_settings):
+    class Polling(StubAdapter):
+        def health(self):
+            return {"polls": 7, "taken_in": 3, "last_poll_at": "2026-12-01T00:00:00Z",
+                    "errors.vxp_timeout": 2, "errors.http_503": 1,
+                    "last_error": "platform timed out", "last_error_at": "2026-12-01T00:00:01Z"}
+    adapters = {"mailbox": MailboxAdapter("mailbox"), "provincial": Polling("provincial")}
+    client = await aiohttp_client(create_app(make_settings(), adapters=adapters))
+    hub = client.app[HUB]
+    op = {"Authorization": f"Bearer {hub.tokens.issue(hub.hub_id, 'auditor')}"}
+    items = {a["name"]: a for a in (await (await client.get("/v1/adapters", headers=op)).json())["items"]}
+    prov = items["provincial"]
+    assert prov["errors_by_code"] == {"vxp_timeout": 2, "http_503": 1}
+    assert (prov["taken_in"], prov["last_poll_at"], prov["facts"]["polls"]) == \
+        (3, "2026-12-01T00:00:00Z", 7)
+    assert (prov["last_error"], prov["last_error_at"]) == ("platform timed out",
+                                                           "2026-12-01T00:00:01Z")
+    text = await (await client.get("/metrics")).text()
+    assert 'lienthong_adapter_errors_total{instance="provincial",code="vxp_timeout"} 2' in text
+    assert 'lienthong_adapter_polls_total{instance="provincial"} 7' in text
