@@ -72,7 +72,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -247,7 +247,7 @@ class ProvincialAdapter(Adapter):
             return Outcome.refused(f"cannot build the wire form: {exc.message}")
         except OSError as exc:
             return Outcome.defer(f"reading the payload: {exc}")
-        messagetype = "status" if req.kind == "status" else "edoc"
+        messagetype: Literal["edoc", "status"] = "status" if req.kind == "status" else "edoc"
         try:
             doc_id = await client.send_edoc(data, req.sender, messagetype, to=[req.recipient])
         except VxpTemporaryError as exc:

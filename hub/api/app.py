@@ -12,7 +12,7 @@ import asyncio
 import importlib
 import os
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Sequence
+from typing import Any, AsyncIterator, Callable, Mapping, NoReturn, Sequence
 
 from aiohttp import web
 
@@ -75,9 +75,9 @@ async def get_envelope(request: web.Request) -> web.Response:
     return json_response(envelope_view(env, deliveries, statuses, links))
 
 
-def envelope_view(env: dict[str, Any], deliveries: list[dict[str, Any]],
-                  statuses: list[dict[str, Any]],
-                  links: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+def envelope_view(env: Mapping[str, Any], deliveries: Sequence[Mapping[str, Any]],
+                  statuses: Sequence[Mapping[str, Any]],
+                  links: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     return {
         "id": env["id"], "kind": env["kind"], "sender": env["sender"],
         "document_id": env["document_id"], "subject": env["subject"], "code": env["code"],
@@ -149,7 +149,7 @@ async def get_inbox_item(request: web.Request) -> web.Response:
     return resp  # type: ignore[return-value]
 
 
-async def not_in_inbox(hub: HubContext, organ: str, message_id: str) -> None:
+async def not_in_inbox(hub: HubContext, organ: str, message_id: str) -> NoReturn:
     """Raise 403 for a message that exists but is not addressed to ``organ``, else 404."""
     if await hub.spool.envelope(message_id) is not None:
         raise ForbiddenError(f"message {message_id} is not addressed to {organ}")

@@ -10,7 +10,7 @@ and why.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from aiohttp import web
 
@@ -24,7 +24,7 @@ from spool.states import State
 _STATES = {s.value for s in State}
 
 
-def queue_row(r: dict[str, Any], now: float) -> dict[str, Any]:
+def queue_row(r: Mapping[str, Any], now: float) -> dict[str, Any]:
     return {"delivery_id": r["id"], "message_id": r["envelope_id"], "kind": r["kind"],
             "sender": r["sender"], "recipient": r["recipient"], "route": r["route"],
             "state": r["state"], "attempts": r["attempts"], "crashes": r["crashes"],
