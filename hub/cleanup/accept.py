@@ -56,12 +56,21 @@ class AcceptResult:
     document_id: str | None
     recipients: list[dict[str, str]]
     receipt_id: str | None = None
+    #: Recipients not in the directory, sent to the upstream route by default.
+    upstream: list[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         url = (f"/v1/receipts/{self.receipt_id}" if self.receipt_id
                else f"/v1/receipts?document={self.id}")
-        return {"id": self.id, "kind": self.kind, "document_id": self.document_id,
-                "recipients": self.recipients, "receipt_id": self.receipt_id, "receipt_url": url}
+        body: dict[str, Any] = {"id": self.id, "kind": self.kind, "document_id": self.document_id,
+                                "recipients": self.recipients, "receipt_id": self.receipt_id,
+                                "receipt_url": url}
+        if self.upstream:
+            body["upstream"] = self.upstream
+            body["warnings"] = [f"{organ} is not in the directory: sent upstream by default "
+                                f"(unknown_recipient = \"upstream\"); check the OrganId"
+                                for organ in self.upstream]
+        return body
 
 
 async def accept(hub: HubContext, raw: "bytes | SpooledBody", identity: Identity, *,
@@ -110,8 +119,17 @@ async def _accept(hub: HubContext, raw: "bytes | SpooledBody", identity: Identit
                  env.document_id or env.status_code, ",".join(r["organ"] for r in result.recipients))
     else:
         log.info("%s re-submitted by %s: same message", result.id, env.sender)
+    upstream = [d.recipient for d in rec.deliveries if d.recipient in rec_unknown(hub, rec)]
+    if upstream and result.created:
+        log.warning("%s recipients not in the directory, sent upstream by default: %s",
+                    result.id, ",".join(upstream))
     return AcceptResult(result.id, result.created, env.kind, env.document_id, result.recipients,
-                        result.receipt_id)
+                        result.receipt_id, upstream)
+
+
+def rec_unknown(hub: HubContext, rec: NewEnvelope) -> set[str]:
+    """The recipients of ``rec`` that no entry or rule of the directory knows."""
+    return {d.recipient for d in rec.deliveries if not hub.directory.knows(d.recipient)}
 
 
 async def _check_hop(hub: HubContext, identity: Identity, raw: "bytes | SpooledBody") -> None:
@@ -143,6 +161,11 @@ def _deliveries(hub: HubContext, recipients: list[str], *, path: str) -> list[Ne
         except ValidationError as exc:
             exc.details.setdefault("path", f"{path}[{index}]/OrganId")
             raise
+        if not route.known and hub.settings.unknown_recipient == "refuse":
+            raise ValidationError(
+                f"recipient {organ} is not in the directory (unknown_recipient = \"refuse\"): "
+                f"check the OrganId, or list it", code="unknown_recipient",
+                details={"path": f"{path}[{index}]/OrganId", "organ_id": organ})
         out.append(NewDelivery(organ, route.name))
     return out
 
