@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from hub.api.base import (fit_page, hub_of, identity, int_param, iso, json_response,
-                          parse_time)
+                          parse_time, resolve_document)
 from hub.errors import ForbiddenError, NotFoundError, ValidationError
 from hub.receipts.format import EVENTS
 from hub.receipts.issuer import RECORDED
@@ -65,7 +65,7 @@ async def list_receipts(request: web.Request) -> web.Response:
         query["visible_to"] = ident.organ
     document = (q.get("document") or q.get("message_id") or "").strip()
     if document:
-        query["message_id"] = document
+        query["message_id"] = await resolve_document(hub, document, parameter="document")
     organ = q.get("organ", "").strip()
     if organ:
         query["organ"] = organ
