@@ -24,7 +24,7 @@ from hub.context import HubContext
 from hub.node import open_hub
 from hub.errors import ForbiddenError, NotFoundError, ValidationError
 from hub.api.base import (HUB, XML_TYPES, errors_middleware, fit_page, hub_of, identity,
-                          int_param, iso, json_response, read_body)
+                          int_param, iso, json_response, read_body, resolve_document)
 from spool.payloads import LARGE, SpooledBody
 from spool.records import standing
 
@@ -58,7 +58,7 @@ async def post_envelope(request: web.Request) -> web.Response:
 async def get_envelope(request: web.Request) -> web.Response:
     hub = hub_of(request)
     ident = identity(request)
-    message_id = request.match_info["id"]
+    message_id = await resolve_document(hub, request.match_info["id"])
     env = await hub.spool.envelope(message_id)
     if env is None:
         raise NotFoundError(f"no envelope {message_id}")
@@ -125,7 +125,7 @@ async def get_inbox(request: web.Request) -> web.Response:
 async def get_inbox_item(request: web.Request) -> web.Response:
     hub = hub_of(request)
     ident = identity(request, "agency")
-    message_id = request.match_info["id"]
+    message_id = await resolve_document(hub, request.match_info["id"])
     item = await hub.spool.inbox_item(ident.organ, message_id)
     if item is None:
         await not_in_inbox(hub, ident.organ, message_id)
@@ -159,7 +159,7 @@ async def not_in_inbox(hub: HubContext, organ: str, message_id: str) -> NoReturn
 async def ack_inbox_item(request: web.Request) -> web.Response:
     hub = hub_of(request)
     ident = identity(request, "agency")
-    message_id = request.match_info["id"]
+    message_id = await resolve_document(hub, request.match_info["id"])
     try:
         state = await hub.spool.ack(ident.organ, message_id)
     except NotFoundError:  # tell "not yours" (403) from "no such message" (404)
@@ -196,10 +196,11 @@ async def openapi(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/envelopes", post_envelope)
-    app.router.add_get("/v1/envelopes/{id}", get_envelope)
+    # {id:.+}: a DocumentId holds "/" (000.01.48.H63,2026/11/20,125/UBND), sent %2F-encoded
+    app.router.add_get("/v1/envelopes/{id:.+}", get_envelope)
     app.router.add_get("/v1/inbox", get_inbox)
-    app.router.add_get("/v1/inbox/{id}", get_inbox_item)
-    app.router.add_post("/v1/inbox/{id}/ack", ack_inbox_item)
+    app.router.add_get("/v1/inbox/{id:.+}", get_inbox_item)
+    app.router.add_post("/v1/inbox/{id:.+}/ack", ack_inbox_item)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/openapi.json", openapi)

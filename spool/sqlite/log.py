@@ -19,9 +19,11 @@ _RECEIPT_SELECT = ("SELECT r.rowid AS seq, r.id, r.message_id, r.event, r.sender
                    "r.state, r.business_status, r.at, e.sha256, "
                    "json_extract(e.signature, '$.result') AS sig "
                    "FROM receipts r LEFT JOIN envelopes e ON e.id = r.message_id")
-#: An agency's receipts: documents it sent or received (SQL, not a filter afterwards).
-_VISIBLE = ("(r.sender = ? OR r.recipient = ? OR r.message_id IN "
-            "(SELECT envelope_id FROM deliveries WHERE recipient = ?))")
+#: An agency's receipts (SQL, not a filter afterwards): every receipt of the
+#: documents it sent, the receipts of its own deliveries and statuses, and the
+#: acceptance receipt of a document addressed to it; never a co-recipient's.
+_VISIBLE = ("(r.sender = ? OR r.recipient = ? OR (r.recipient IS NULL AND r.message_id IN "
+            "(SELECT envelope_id FROM deliveries WHERE recipient = ?)))")
 
 
 def _marks(items: Sequence[Any]) -> str:
