@@ -80,12 +80,12 @@ class Profile:
     door_count: int = 2000
     door_reps: int = 2
     #: documents per path in the peer_hub phase; out and in in the provincial phase
-    peer_count: int = 3000
-    prov_count: int = 2000
-    prov_in_count: int = 1000
+    peer_count: int = 1500
+    prov_count: int = 1500
+    prov_in_count: int = 500
     #: open-loop runs of the axis phases: seconds, and the most documents they take
-    axis_rate_seconds: float = 6.0
-    axis_rate_count: int = 1500
+    axis_rate_seconds: float = 4.0
+    axis_rate_count: int = 1000
 
 
 FULL = Profile(
