@@ -20,12 +20,15 @@ import os
 import secrets
 from pathlib import Path
 
+from hub.errors import PayloadCorruptError
 from hub.private import FILE_MODE, private_dir
 
 
 #: Bodies larger than this are handled as files, never whole in memory: an
 #: upload is streamed to disk, a delivery is sent from its payload file.
 LARGE = 8 << 20
+#: Files are read (hashed, streamed) in pieces of this size.
+CHUNK = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,8 +130,25 @@ class PayloadStore:
         _fsync_dir(final.parent)
         return rel
 
-    def get(self, rel: str) -> bytes:
-        return (self.root / rel).read_bytes()
+    def get(self, rel: str, sha256: str | None = None) -> bytes:
+        """The file's bytes; with ``sha256``, checked against it as they are read
+        (``PayloadCorruptError`` when the file no longer hashes to it)."""
+        data = (self.root / rel).read_bytes()
+        if sha256 is not None:
+            _check(rel, sha256, hashlib.sha256(data).hexdigest(), len(data))
+        return data
+
+    def verify(self, rel: str, sha256: str) -> Path:
+        """The file's path after reading it through once, in ``CHUNK`` pieces, and
+        checking its SHA-256 (``PayloadCorruptError`` if it does not match)."""
+        path = self.root / rel
+        digest, size = hashlib.sha256(), 0
+        with open(path, "rb") as f:
+            while piece := f.read(CHUNK):
+                digest.update(piece)
+                size += len(piece)
+        _check(rel, sha256, digest.hexdigest(), size)
+        return path
 
     def remove(self, rel: str) -> None:
         try:
@@ -153,6 +173,13 @@ class PayloadStore:
                 except FileNotFoundError:
                     pass
         return removed
+
+
+def _check(rel: str, sha256: str, found: str, size: int) -> None:
+    if found != sha256:
+        raise PayloadCorruptError(
+            f"payload file {rel} is corrupt: its {size} bytes hash to {found[:16]}…, "
+            f"not to the SHA-256 it was stored under", details={"sha256": sha256, "path": rel})
 
 
 def _already_there(final: Path, size: int) -> bool:
