@@ -20,7 +20,7 @@ import os
 import secrets
 from pathlib import Path
 
-from hub.errors import PayloadCorruptError
+from hub.errors import PayloadCorruptError, SpoolError
 from hub.private import FILE_MODE, private_dir
 
 
@@ -66,13 +66,18 @@ class BodyWriter:
         self._hash.update(data)
         self.size += len(data)
         view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            raise _write_failed(self.path.name, exc) from exc
 
     def finish(self) -> SpooledBody:
         """Durable on disk (fsync) before anyone is told it was accepted."""
         try:
             os.fsync(self._fd)
+        except OSError as exc:
+            raise _write_failed(self.path.name, exc) from exc
         finally:
             os.close(self._fd)
         return SpooledBody(self.path, self.size, self._hash.hexdigest())
@@ -103,19 +108,26 @@ class PayloadStore:
         final = self.root / rel
         if _already_there(final, len(data)):
             return rel
-        private_dir(final.parent)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-        _fsync_dir(final.parent)
+            private_dir(final.parent)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            # A full disk (or a failing one): nothing half-written stays behind to
+            # hold space, and the sender is told to try again (503), not "internal error".
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise _write_failed(rel, exc) from exc
         return rel
 
     def adopt(self, body: SpooledBody) -> str:
@@ -173,6 +185,11 @@ class PayloadStore:
                 except FileNotFoundError:
                     pass
         return removed
+
+
+def _write_failed(rel: str, exc: OSError) -> SpoolError:
+    return SpoolError(f"the spool could not write payload {rel}: {exc.strerror or exc}",
+                      details={"errno": exc.errno})
 
 
 def _check(rel: str, sha256: str, found: str, size: int) -> None:
