@@ -190,8 +190,7 @@ class QueueManager:
             outcome = await self._call(adapter, req)
             await self._settle(row, outcome)
         except PayloadCorruptError as exc:
-            self.health.setdefault(row["route"], RouteHealth()).record(
-                "corrupt", exc.message, self.hub.clock())
+            # Not the destination's failure (it was never called): no route health.
             await quarantine(self.hub, exc, delivery_id=row["id"], message_id=row["envelope_id"],
                              organ=row["recipient"], expected=(State.ACTIVE,), where="delivery",
                              owned_by=self.hub.spool.node_id)

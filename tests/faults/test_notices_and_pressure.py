@@ -1,18 +1,24 @@
-"""Issue 12.15, the test half: failure notices survive a stop between the ``failed``
-commit and the notice, and they (and statuses about held documents) still
-get in under backpressure while new documents are refused.
+"""Issue 12.15 over HTTP: a failure notice owed when the hub stopped, and
+statuses about held documents, get in under backpressure; new documents
+get ``503``.
 
-The stop is made exact with ``open_hub(settings, issuers=False)``: a hub that
-fails a delivery (the ``failed`` state committed with ``notify``) and is
+tests/hub/cleanup/test_guarantees.py (the lead's) shows the notice survives
+a stop between the ``failed`` commit and the notice, and the backpressure
+rule, at the ``accept`` level.  Here the same stop (``open_hub(settings,
+issuers=False)``: a hub that committed ``failed`` with ``notify`` and was
 gone before any notice issuer ran — what a SIGKILL right after that commit
-leaves on disk.  The hub is then opened normally on the same data.
+leaves on disk) is followed by a hub that comes back *under pressure*,
+served over HTTP: ``spool_quota = "1B"``, or ``min_free_space`` above any
+disk.  The owed notice is still issued, the office's status 03 and its
+fetch and acknowledgement are taken, ``/readyz`` says why it is not ready,
+and a new document gets ``503 spool_full`` with ``Retry-After``.
 
 On the old design (the queue manager built and accepted the notice in the
-same call that committed ``failed``, from memory) this test fails: the
-second hub finds a delivery that is ``failed`` for good and nothing that
-remembers a notice is owed, so Mậu A's inbox stays empty.  Now the notice
-issuer follows the event log from a cursor kept in the spool, so the second
-hub replays the ``failed`` event and issues the notice, once.
+same call that committed ``failed``, from memory) the notice part fails:
+the second hub finds a delivery ``failed`` for good and nothing that
+remembers a notice is owed, so Mậu A's inbox holds only the 03.  Now the
+notice issuer follows the event log from a cursor kept in the spool, so the
+second hub replays the ``failed`` event and issues the notice, once.
 """
 from __future__ import annotations
 
@@ -52,25 +58,6 @@ async def fail_without_notice(settings) -> tuple[str, str, str]:
 
 async def notices(hub) -> list[dict]:
     return [i for i in await hub.spool.inbox(MAU_A) if i["kind"] == "status"]
-
-
-async def test_a_notice_owed_at_a_stop_is_issued_after_the_restart(make_settings):
-    settings = make_settings()
-    refused_id, _held_id, _doc = await fail_without_notice(settings)
-
-    # When: the hub is opened again, normally
-    async with open_hub(settings, run_queue=True, adapters=adapters()) as hub:
-        # Then: the failure notice arrives in Mậu A's inbox, a status 02 with the reason
-        (notice,) = await eventually(lambda: notices(hub), what="the failure notice")
-        assert notice["status_code"] == "02" and notice["sender"] == hub.hub_id
-        raw = (await hub.spool.payload(notice["sha256"])).decode()
-        assert "stub told to refuse" in raw and SO_NOIVU in raw
-        assert (await hub.spool.envelope(notice["id"]))["response_for"] == refused_id
-
-    # And: another start replays nothing twice
-    async with open_hub(settings, run_queue=True, adapters=adapters()) as hub:
-        await hub.notices.catch_up()
-        assert len(await notices(hub)) == 1
 
 
 async def test_under_backpressure_notices_and_statuses_flow_new_documents_wait(
