@@ -45,7 +45,10 @@ Only after ``accept`` has returned (the durable commit) is it confirmed with
   cleanup takes it as the same message (no second delivery) and it is
   confirmed again (``duplicates``);
 - a temporary platform error stops the poll (the next one starts over); a
-  permanent one on one item (e.g. getEdoc ``not_found``) skips that item.
+  permanent one on one item (e.g. getEdoc ``not_found``) skips that item;
+  after ``OUTAGE_AFTER`` failed listings in a row the loop raises, so the
+  supervisor shows the route degraded or down and polls again after its
+  growing restart delay (1 s doubling up to 60 s) until the platform answers.
 
 Options (``[adapters.<name>]``, checked at start): ``url`` (the endpoint the
 operations are appended to, as an SDK user sets it), ``system_id``, exactly
@@ -69,7 +72,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -89,6 +92,9 @@ from hub.vxp.records import ReceivedEdoc
 
 #: Distinct error codes kept in ``health()``; later ones count as ``errors.other``.
 MAX_CODES = 32
+#: Failed listings in a row after which the ingest loop raises: the supervisor
+#: then shows the route degraded or down and retries with its growing delay.
+OUTAGE_AFTER = 3
 _CODE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -192,7 +198,7 @@ class ProvincialAdapter(Adapter):
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.errors: collections.Counter[str] = collections.Counter()
-        self._listing_failed = False
+        self._listing_failures = 0
 
     # ---------------------------------------------------------------- life cycle
 
@@ -241,7 +247,7 @@ class ProvincialAdapter(Adapter):
             return Outcome.refused(f"cannot build the wire form: {exc.message}")
         except OSError as exc:
             return Outcome.defer(f"reading the payload: {exc}")
-        messagetype = "status" if req.kind == "status" else "edoc"
+        messagetype: Literal["edoc", "status"] = "status" if req.kind == "status" else "edoc"
         try:
             doc_id = await client.send_edoc(data, req.sender, messagetype, to=[req.recipient])
         except VxpTemporaryError as exc:
@@ -301,14 +307,16 @@ class ProvincialAdapter(Adapter):
                     items = await client.get_received_edoc_list(messagetype)
                 except VxpError as exc:
                     self._failed(exc, f"getReceivedEdocList {messagetype}")
-                    # Once per outage at warning, not once per poll interval.
-                    self.log.log(logging.DEBUG if self._listing_failed else logging.WARNING,
-                                 "listing %s on the platform failed: %s (polling on every %gs)",
-                                 messagetype, exc.message, self.options.poll_interval)
-                    self._listing_failed = True
+                    self._listing_failures += 1
+                    if self._listing_failures >= OUTAGE_AFTER:
+                        # An outage, not a hiccup: the supervisor logs it, marks the
+                        # route, and restarts the loop later and later until it answers.
+                        raise
+                    self.log.warning("listing %s on the platform failed: %s", messagetype,
+                                     exc.message)
                     raise _StopPoll from None
-                if self._listing_failed:
-                    self._listing_failed = False
+                if self._listing_failures:
+                    self._listing_failures = 0
                     self.log.info("listing on the platform works again")
                 for item in items[:self.options.batch]:
                     await self._take(client, port, item)
@@ -364,12 +372,12 @@ class ProvincialAdapter(Adapter):
     # ---------------------------------------------------------------- health
 
     def health(self) -> dict[str, Any]:
-        """Flat facts for ``GET /v1/adapters``: ``system_id``, ``url``, ``polls`` (completed),
+        """Flat, JSON-able facts for ``GET /v1/adapters``: ``system_id``, ``url``, ``polls`` (completed),
         ``last_poll_at`` (ISO 8601 UTC, or null), ``taken_in`` (new documents and statuses),
         ``duplicates`` (listed again, the same message), ``refused_in`` (refused by cleanup,
         confirmed ``fail``), ``sent`` (sendEdoc calls answered with a DocId), ``last_error``,
         ``last_error_at`` (ISO 8601 UTC, or null), and ``errors.<code>``: platform errors
-        by the platform's ErrorCode, ``http_<status>``, or the client's code
+        (both ways) by the platform's ErrorCode, ``http_<status>``, or the client's code
         (``vxp_timeout``, ``vxp_connection``, ``vxp_bad_response``...)."""
         out: dict[str, Any] = {
             "system_id": self.options.system_id, "url": self.options.url, "polls": self.polls,

@@ -157,7 +157,8 @@ class QueueManager:
         if free <= 0 or not routes:
             return 0
         rows = await self.hub.spool.due(self.hub.clock(), routes, free * 2)
-        chosen, counts = [], dict(self.per_route)
+        chosen: list[DeliveryRow] = []
+        counts = dict(self.per_route)
         for row in rows:
             if len(chosen) >= free or row["id"] in self.inflight:
                 continue

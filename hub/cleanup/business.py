@@ -65,19 +65,20 @@ async def apply(hub: HubContext, rec: NewEnvelope, env: Envelope) -> None:
         _deliver_also(rec, had)
         return
     added, removed = [], []
-    for i, r in enumerate(b.receivers, 1):
+    for i, receiver in enumerate(b.receivers, 1):
         path = f"{_BUSINESS}/BussinessDocumentInfo/ReceiverList/Receiver[{i}]/OrganId"
-        if not r.added:
-            removed.append(r.organ_id)
-            if r.organ_id not in had:
+        organ = receiver.organ_id
+        if not receiver.added:
+            removed.append(organ)
+            if organ not in had:
                 rec.irregularities.append({
                     "code": "removed_receiver_not_a_recipient", "path": path,
-                    "message": f"{r.organ_id} is removed but never had {b.document_id!r}"})
+                    "message": f"{organ} is removed but never had {b.document_id!r}"})
             continue
-        added.append(r.organ_id)
-        if r.organ_id not in had:
-            route = _resolve(hub, r.organ_id, path)
-            rec.added_deliveries.append(AddedDelivery(original["id"], r.organ_id, route))
+        added.append(organ)
+        if organ not in had:
+            route = _resolve(hub, organ, path)
+            rec.added_deliveries.append(AddedDelivery(original["id"], organ, route))
     rec.links = [NewLink("updates", original["id"], {"added": added, "removed": removed})]
     _deliver_also(rec, {**had, **{d.recipient: d.route for d in rec.added_deliveries}})
     _deliver_also(rec, {o: had[o] for o in removed if o in had})

@@ -181,7 +181,7 @@ class ReceiptIssuer:
         state_of = await self._states_before(statuses) if statuses else {}
         out = []
         for ev in events:
-            env = envs.get(ev.message_id)
+            env = envs.get(ev.message_id or "")
             if env is None:
                 log.error("%s event %d has no envelope: no receipt", ev.message_id, ev.id)
                 continue

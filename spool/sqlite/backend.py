@@ -34,7 +34,7 @@ import socket
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import aiosqlite
 
@@ -183,7 +183,7 @@ class SqliteSpool(QueueMixin, LogMixin, Spool):
         finally:
             self._expecting -= 1
 
-    def write(self, fn: WriteFn, *, announced: bool = False) -> Awaitable[Any]:
+    def write(self, fn: WriteFn, *, announced: bool = False) -> "asyncio.Future[Any]":
         """Queue ``fn(tx)`` for the next group commit; resolves after COMMIT."""
         if self._writer_task is None:
             raise SpoolError("the spool is not open")
@@ -496,7 +496,8 @@ class SqliteSpool(QueueMixin, LogMixin, Spool):
 
     async def sent(self, organ: str, *, kind: str | None = None, message_id: str | None = None,
                    limit: int = 500) -> list[SentRow]:
-        where, params = ["e.sender = ?"], [organ]
+        where: list[str] = ["e.sender = ?"]
+        params: list[Any] = [organ]
         if kind:
             where.append("e.kind = ?")
             params.append(kind)
@@ -522,7 +523,8 @@ class SqliteSpool(QueueMixin, LogMixin, Spool):
     async def events(self, after: int = 0, limit: int = 500, *, organ: str | None = None,
                      message_id: str | None = None, kinds: Sequence[str] = (),
                      state: str | None = None) -> list[Event]:
-        where, params = ["id > ?"], [after]
+        where: list[str] = ["id > ?"]
+        params: list[Any] = [after]
         if organ:
             where.append("organ = ?")
             params.append(organ)
