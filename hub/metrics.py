@@ -86,7 +86,7 @@ class Metrics:
         self.statuses: Counter[str] = Counter()
         self.attempts: Counter[tuple[str, str]] = Counter()
         self.latency: dict[str, Histogram] = {}
-        #: Payload files found corrupt when read, by where (delivery, inbox).
+        #: Payload files found corrupt when read, by where (delivery, inbox, door).
         self.corrupt: Counter[str] = Counter()
         self.last_event_id = 0
 
@@ -188,7 +188,7 @@ def counter_families(out: Exposition, m: Metrics, spool: Any) -> None:
                [s for r, h in sorted(m.latency.items()) for s in h.samples((("route", r),))])
     out.family("lienthong_payloads_corrupt_total", "counter",
                "Payload files whose bytes no longer hashed to their SHA-256 when read, by where "
-               "(delivery, inbox); each quarantined a delivery (state corrupt)" + _SINCE,
+               "(delivery, inbox, door); each quarantined a delivery (state corrupt)" + _SINCE,
                _by("where", m.corrupt))
     out.family("lienthong_spool_commits_total", "counter",
                "Group commits (durable transactions) of the spool writer" + _SINCE,
