@@ -160,10 +160,27 @@ def mutate(raw: bytes, steps: list) -> bytes:
     return raw
 
 
-@hsettings(max_examples=250, deadline=None, suppress_health_check=HEALTH)
-@given(steps=st.lists(mutation, min_size=1, max_size=3))
-async def test_mutated_envelopes_get_a_stable_answer_never_a_server_error(client, auth, steps):
-    raw = mutate(BASE, steps)
+_SIGNED: dict[str, bytes] = {}
+
+
+def signed_base(dev_keys) -> bytes:
+    """BASE signed with XML-DSig by its sender's development key (KeyInfo with
+    the certificate): mutations then reach the signature's checks too."""
+    if "raw" not in _SIGNED:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+        from hub.crypto.signing import sign_envelope
+        key = serialization.load_pem_private_key((dev_keys / "orgs" / f"{MAU_A}.key").read_bytes(), None)
+        cert = x509.load_pem_x509_certificate((dev_keys / "orgs" / f"{MAU_A}.pem").read_bytes())
+        _SIGNED["raw"] = sign_envelope(BASE, key, cert)
+    return _SIGNED["raw"]
+
+
+@hsettings(max_examples=300, deadline=None, suppress_health_check=HEALTH)
+@given(steps=st.lists(mutation, min_size=1, max_size=3), signed=st.booleans())
+async def test_mutated_envelopes_get_a_stable_answer_never_a_server_error(client, auth, dev_keys,
+                                                                          steps, signed):
+    raw = mutate(signed_base(dev_keys) if signed else BASE, steps)
     resp = await client.post("/v1/envelopes", data=raw, headers={**auth(MAU_A), **XML})
     assert 200 <= resp.status < 500, (resp.status, await resp.text())
     if resp.status >= 400:
