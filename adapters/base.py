@@ -150,8 +150,9 @@ class Adapter:
 
     def __init__(self, name: str, options: Any = None) -> None:
         self.name = name
-        self.options = (options if dataclasses.is_dataclass(options)
-                        else parse_options(type(self), name, dict(options or {})))
+        #: An instance of ``type(self).Options`` (typed per class, checked at start).
+        self.options: Any = (options if dataclasses.is_dataclass(options)
+                             else parse_options(type(self), name, dict(options or {})))
         self.port: EgressPort | None = None
 
     def bind(self, port: EgressPort) -> None:

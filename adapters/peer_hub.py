@@ -116,5 +116,6 @@ class PeerHubAdapter(EdxmlHttpAdapter):
         return super().judge(req, status, text)
 
     def health(self) -> dict[str, Any]:
+        cert = self.hop_certificate
         return {"peer": self.url,
-                "peer_cert_not_after": self.hop_certificate.not_valid_after_utc.isoformat()}
+                "peer_cert_not_after": cert.not_valid_after_utc.isoformat() if cert else None}

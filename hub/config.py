@@ -106,6 +106,10 @@ PARAMS: tuple[Param, ...] = (
           "shorter dotted ids real producers send (e.g. 28.22.H17)."),
     Param("upstream_route", "provincial", str,
           "Route for well-formed OrganIds that are not in the directory (the provincial platform)."),
+    Param("unknown_recipient", "upstream", _choice("upstream", "refuse"),
+          "A recipient no entry or rule of the directory knows: upstream (sent on the upstream "
+          "route, and said so in the 202 answer's upstream and warnings) or refuse (422 "
+          "unknown_recipient)."),
     Param("max_envelope_size", "128MiB", parse_size,
           "Largest envelope accepted; a larger body is refused (413) before it is read whole."),
     Param("max_xml_depth", 64, int, "Deepest element nesting accepted in an envelope."),

@@ -85,6 +85,8 @@ class _Loop:
     adapter: Adapter
     task: asyncio.Task[None] | None = None
     restarts: int = 0
+    #: Restarts since the loop last ran for ``RESTART_MAX`` (a loop that keeps failing).
+    failures_in_a_row: int = 0
     last_error: str | None = None
     last_error_at: float | None = None
 
@@ -121,7 +123,8 @@ class IngestSupervisor:
                 loop.last_error_at = self.hub.clock()
                 log.exception("ingest loop of %s failed; restarting in %.0fs", adapter.name, delay)
             loop.restarts += 1
+            loop.failures_in_a_row += 1
             if asyncio.get_running_loop().time() - started >= RESTART_MAX:
-                delay = RESTART_MIN
+                delay, loop.failures_in_a_row = RESTART_MIN, 1
             await asyncio.sleep(delay)
             delay = min(RESTART_MAX, delay * 2)

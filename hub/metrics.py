@@ -224,8 +224,34 @@ def _age(now: float, since: float | None) -> float:
     return max(0.0, now - since) if since is not None else 0.0
 
 
+def adapter_families(out: Exposition, adapters: Iterable[dict[str, Any]]) -> None:
+    """From ``hub.health.adapter_report``: each instance's health, polls, documents
+    taken in and errors by code (the attempts and latency above are by route,
+    which is the instance's name)."""
+    items = list(adapters)
+    out.family("lienthong_adapter_health", "gauge",
+               "Each adapter instance's health (1 for the one it is in: ok, degraded, down, "
+               "unserved)", [("", (("instance", a["name"]), ("health", a["health"])), 1)
+                             for a in items])
+    out.family("lienthong_adapter_queued", "gauge", "Deliveries waiting for each instance",
+               [("", (("instance", a["name"]),), a["queued"]) for a in items])
+    out.family("lienthong_adapter_polls_total", "counter",
+               "Polls of its source by each ingesting instance" + _SINCE,
+               [("", (("instance", a["name"]),), a["facts"]["polls"]) for a in items
+                if isinstance(a["facts"].get("polls"), int)])
+    out.family("lienthong_adapter_taken_in_total", "counter",
+               "Documents and statuses each ingesting instance took in" + _SINCE,
+               [("", (("instance", a["name"]),), a["taken_in"]) for a in items
+                if isinstance(a["taken_in"], int)])
+    out.family("lienthong_adapter_errors_total", "counter",
+               "Errors each instance met at its external system, by code" + _SINCE,
+               [("", (("instance", a["name"]), ("code", str(code))), n) for a in items
+                for code, n in sorted(a["errors_by_code"].items()) if isinstance(n, int)])
+
+
 def render(m: Metrics, stats: Stats, now: float, spool: Any,
-           missing_routes: Iterable[str] = ()) -> str:
+           missing_routes: Iterable[str] = (),
+           adapters: Iterable[dict[str, Any]] = ()) -> str:
     out = Exposition()
     out.family("lienthong_build_info", "gauge", "The hub's version (always 1)",
                _one(1, version=m.version))
@@ -234,6 +260,7 @@ def render(m: Metrics, stats: Stats, now: float, spool: Any,
                "for them wait and then fail", [("", (("route", r),), 1) for r in missing_routes])
     counter_families(out, m, spool)
     gauge_families(out, m, stats, now)
+    adapter_families(out, adapters)
     return out.text()
 
 

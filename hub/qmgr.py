@@ -45,6 +45,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from adapters.base import Adapter, DeliveryRequest, Outcome, Verdict
 from hub.context import HubContext
 from hub.errors import PermanentDeliveryError, TemporaryDeliveryError
+from hub.health import RouteHealth
 from spool.base import DeliveryRow
 from spool.payloads import LARGE
 from spool.states import State
@@ -70,6 +71,8 @@ class QueueManager:
         self.route_limit = s.destination_concurrency
         self.routes = sorted(name for name, a in adapters.items() if not a.pull and a.delivers)
         self.inflight: dict[int, asyncio.Task[None]] = {}
+        #: Each delivering instance's recent outcomes (``lienthong adapters list``).
+        self.health: dict[str, RouteHealth] = {name: RouteHealth() for name in self.routes}
         self.per_route: dict[str, int] = {}
         self._wakeup = asyncio.Event()
         self._stopping = False
@@ -152,7 +155,8 @@ class QueueManager:
         if free <= 0 or not routes:
             return 0
         rows = await self.hub.spool.due(self.hub.clock(), routes, free * 2)
-        chosen, counts = [], dict(self.per_route)
+        chosen: list[DeliveryRow] = []
+        counts = dict(self.per_route)
         for row in rows:
             if len(chosen) >= free or row["id"] in self.inflight:
                 continue
@@ -216,6 +220,8 @@ class QueueManager:
     async def _settle(self, row: DeliveryRow, outcome: Outcome) -> None:
         spool, mid = self.hub.spool, row["envelope_id"]
         attempts = row["attempts"] + 1
+        self.health.setdefault(row["route"], RouteHealth()).record(
+            outcome.verdict.value, outcome.reason, self.hub.clock())
         if outcome.verdict is Verdict.DELIVERED:
             await spool.transition(row["id"], (State.ACTIVE,), State.DELIVERED, last_error=None,
                                    reason=outcome.reason or "delivered", owned_by=spool.node_id)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from spool.base import Spool
-from spool.records import Event, NewDelivery, NewEnvelope, StatusRecord, StoreResult
+from spool.records import (AddedDelivery, Event, NewDelivery, NewEnvelope, NewLink, StatusRecord,
+                           StoreResult)
 from spool.states import FINAL_STATES, PENDING_STATES, State
 
 if TYPE_CHECKING:
     from hub.config import Settings
 
-__all__ = ["Event", "NewDelivery", "NewEnvelope", "StatusRecord", "StoreResult", "Spool",
+__all__ = ["AddedDelivery", "Event", "NewDelivery", "NewEnvelope", "NewLink", "StatusRecord", "StoreResult", "Spool",
            "State", "FINAL_STATES", "PENDING_STATES", "open_spool"]
 
 

@@ -49,6 +49,20 @@ class EnvelopeRow(TypedDict):
     signature: dict[str, Any]
     origin: str
     received_at: float
+    #: What was unusual about it, accepted (axis normalisation): [{"code", "message", "path"}].
+    irregularities: list[dict[str, Any]]
+
+
+class LinkRow(TypedDict):
+    """A link as seen from one document: ``type`` is ``revokes``, ``updates``,
+    ``replaces`` (this one acts on ``id``) or ``revoked_by``, ``updated_by``,
+    ``replaced_by`` (``id`` acts on this one)."""
+    type: str
+    id: str
+    document_id: str | None
+    #: The accepted event of the acting document: the link holds from then on.
+    event_id: int
+    detail: dict[str, Any]
 
 
 class DeliveryRow(TypedDict, total=False):
@@ -300,6 +314,11 @@ class Spool(abc.ABC):
     @abc.abstractmethod
     async def find_by_document_id(self, document_id: str) -> list[EnvelopeRow]:
         """Every edoc whose DocumentId is ``document_id`` (any sender)."""
+    @abc.abstractmethod
+    async def links_of(self, message_ids: Sequence[str]) -> dict[str, list[LinkRow]]:
+        """Every link of these documents, both ways, in the order they were made."""
+    async def links(self, message_id: str) -> list[LinkRow]:
+        return (await self.links_of([message_id])).get(message_id, [])
     @abc.abstractmethod
     async def deliveries(self, message_id: str) -> list[DeliveryRow]: ...
     @abc.abstractmethod

@@ -12,7 +12,7 @@ import asyncio
 import importlib
 import os
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Mapping, NoReturn, Sequence
 
 from aiohttp import web
 
@@ -24,12 +24,14 @@ from hub.context import HubContext
 from hub.node import open_hub
 from hub.errors import ForbiddenError, NotFoundError, ValidationError
 from hub.api.base import (HUB, XML_TYPES, errors_middleware, fit_page, hub_of, identity,
-                          int_param, iso, json_response, read_body, speaks_for)
+                          int_param, iso, json_response, read_body, resolve_document,
+                          speaks_for)
 from spool.payloads import LARGE, SpooledBody
+from spool.records import standing
 
 #: Feature modules that mount their own routes: each has ``setup_routes(app)``.
 ROUTE_MODULES: tuple[str, ...] = ("hub.api.queue", "hub.api.events", "hub.api.metrics",
-                                  "hub.api.receipts", "hub.api.audit", "hub.api.door")
+                                  "hub.api.receipts", "hub.api.audit", "hub.api.door", "hub.api.adapters")
 
 # -- envelopes ---------------------------------------------------------------
 
@@ -57,7 +59,7 @@ async def post_envelope(request: web.Request) -> web.Response:
 async def get_envelope(request: web.Request) -> web.Response:
     hub = hub_of(request)
     ident = identity(request)
-    message_id = request.match_info["id"]
+    message_id = await resolve_document(hub, request.match_info["id"])
     env = await hub.spool.envelope(message_id)
     if env is None:
         raise NotFoundError(f"no envelope {message_id}")
@@ -71,11 +73,13 @@ async def get_envelope(request: web.Request) -> web.Response:
         statuses = [s for s in await hub.spool.statuses(message_id) if s["organ"] in mine]
     else:
         statuses = await hub.spool.statuses(message_id)
-    return json_response(envelope_view(env, deliveries, statuses))
+    links = await hub.spool.links(message_id)
+    return json_response(envelope_view(env, deliveries, statuses, links))
 
 
-def envelope_view(env: dict[str, Any], deliveries: list[dict[str, Any]],
-                  statuses: list[dict[str, Any]]) -> dict[str, Any]:
+def envelope_view(env: Mapping[str, Any], deliveries: Sequence[Mapping[str, Any]],
+                  statuses: Sequence[Mapping[str, Any]],
+                  links: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     return {
         "id": env["id"], "kind": env["kind"], "sender": env["sender"],
         "document_id": env["document_id"], "subject": env["subject"], "code": env["code"],
@@ -92,6 +96,10 @@ def envelope_view(env: dict[str, Any], deliveries: list[dict[str, Any]],
             "business_status_at": iso(d["business_status_at"]),
         } for d in deliveries],
         "statuses": [{**s, "received_at": iso(s["received_at"])} for s in statuses],
+        "irregularities": env.get("irregularities", []),
+        "standing": standing({link["type"] for link in links}),
+        "links": [{"type": link["type"], "id": link["id"], "document_id": link["document_id"],
+                   **link["detail"]} for link in links],
     }
 
 
@@ -119,7 +127,7 @@ async def get_inbox(request: web.Request) -> web.Response:
 async def get_inbox_item(request: web.Request) -> web.Response:
     hub = hub_of(request)
     ident = identity(request, "agency")
-    message_id = request.match_info["id"]
+    message_id = await resolve_document(hub, request.match_info["id"])
     item = await hub.spool.inbox_item(ident.organ, message_id)
     if item is None:
         await not_in_inbox(hub, ident.organ, message_id)
@@ -143,7 +151,7 @@ async def get_inbox_item(request: web.Request) -> web.Response:
     return resp  # type: ignore[return-value]
 
 
-async def not_in_inbox(hub: HubContext, organ: str, message_id: str) -> None:
+async def not_in_inbox(hub: HubContext, organ: str, message_id: str) -> NoReturn:
     """Raise 403 for a message that exists but is not addressed to ``organ``, else 404."""
     if await hub.spool.envelope(message_id) is not None:
         raise ForbiddenError(f"message {message_id} is not addressed to {organ}")
@@ -153,7 +161,7 @@ async def not_in_inbox(hub: HubContext, organ: str, message_id: str) -> None:
 async def ack_inbox_item(request: web.Request) -> web.Response:
     hub = hub_of(request)
     ident = identity(request, "agency")
-    message_id = request.match_info["id"]
+    message_id = await resolve_document(hub, request.match_info["id"])
     try:
         state = await hub.spool.ack(ident.organ, message_id)
     except NotFoundError:  # tell "not yours" (403) from "no such message" (404)
@@ -190,10 +198,11 @@ async def openapi(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/envelopes", post_envelope)
-    app.router.add_get("/v1/envelopes/{id}", get_envelope)
+    # {id:.+}: a DocumentId holds "/" (000.01.48.H63,2026/11/20,125/UBND), sent %2F-encoded
+    app.router.add_get("/v1/envelopes/{id:.+}", get_envelope)
     app.router.add_get("/v1/inbox", get_inbox)
-    app.router.add_get("/v1/inbox/{id}", get_inbox_item)
-    app.router.add_post("/v1/inbox/{id}/ack", ack_inbox_item)
+    app.router.add_get("/v1/inbox/{id:.+}", get_inbox_item)
+    app.router.add_post("/v1/inbox/{id:.+}/ack", ack_inbox_item)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/openapi.json", openapi)

@@ -69,7 +69,7 @@ async def get_checkpoints(request: web.Request) -> web.Response:
               "head_hash": r["head_hash"], "xml": r["xml"].decode("utf-8")} for r in rows]
     body: dict[str, Any] = {"items": items}
     if len(items) == limit:
-        body["next"] = str(request.rel_url.update_query({"after": items[-1]["id"]}))
+        body["next"] = str(request.rel_url.update_query({"after": str(items[-1]["id"])}))
     return json_response(body)
 
 

@@ -18,8 +18,8 @@ from aiohttp.http_exceptions import ContentEncodingError, DecompressSizeError
 from hub.api.ratelimit import check_identity
 from hub.auth import Identity
 from hub.context import HubContext
-from hub.errors import (BadRequestError, HubError, RequestTimeoutError, TooLargeError,
-                        ValidationError)
+from hub.errors import (BadRequestError, ConflictError, HubError, NotFoundError,
+                        RequestTimeoutError, TooLargeError, ValidationError)
 from spool.payloads import LARGE, BodyWriter, PayloadStore, SpooledBody
 
 log = logging.getLogger("hub.api.app")
@@ -221,3 +221,23 @@ def parse_time(name: str, raw: str) -> float:
         raise ValidationError(f"{name} must be ISO 8601 or epoch seconds, not {raw!r}",
                               code="bad_parameter", details={"parameter": name}) from None
     return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+
+
+async def resolve_document(hub: HubContext, text: str, *, parameter: str = "id") -> str:
+    """The message id a caller means: a message id as it is, or the DocumentId
+    of a document ("OrganId,date,number/notation") the hub carried.
+
+    A DocumentId two senders used is ambiguous (409, listing the message ids);
+    one the hub never carried is 404, naming what was tried."""
+    text = text.strip()
+    if await hub.spool.envelope(text) is not None:
+        return text
+    found = await hub.spool.find_by_document_id(text)
+    if len(found) == 1:
+        return found[0]["id"]
+    if found:
+        raise ConflictError(f"DocumentId {text!r} names {len(found)} documents: give one of "
+                            f"their message ids", code="ambiguous_document",
+                            details={parameter: text, "ids": [e["id"] for e in found]})
+    raise NotFoundError(f"no message id or DocumentId {text!r} in the spool",
+                        details={parameter: text})

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from hub.api.base import hub_of
 from hub.errors import HubError
+from hub.health import adapter_report
 from hub.metrics import CONTENT_TYPE, render
 
 
@@ -18,7 +19,8 @@ async def get_metrics(request: web.Request) -> web.Response:
     if hub.metrics is None:
         raise HubError("metrics are not running", code="not_ready", http_status=503)
     stats = await hub.spool.stats()
-    text = render(hub.metrics, stats, hub.clock(), hub.spool, hub.missing_routes)
+    text = render(hub.metrics, stats, hub.clock(), hub.spool, hub.missing_routes,
+                  adapter_report(hub, stats))
     return web.Response(body=text.encode("utf-8"), headers={"Content-Type": CONTENT_TYPE})
 
 

@@ -10,21 +10,21 @@ and why.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from aiohttp import web
 
 from hub.config import parse_duration
 from hub.context import HubContext
 from hub.errors import ConfigError, ConflictError, NotFoundError, ValidationError
-from hub.api.base import fit_page, hub_of, identity, int_param, iso, json_response
+from hub.api.base import fit_page, hub_of, identity, int_param, iso, json_response, resolve_document
 from spool.states import OPERATOR_MOVES
 from spool.states import State
 
 _STATES = {s.value for s in State}
 
 
-def queue_row(r: dict[str, Any], now: float) -> dict[str, Any]:
+def queue_row(r: Mapping[str, Any], now: float) -> dict[str, Any]:
     return {"delivery_id": r["id"], "message_id": r["envelope_id"], "kind": r["kind"],
             "sender": r["sender"], "recipient": r["recipient"], "route": r["route"],
             "state": r["state"], "attempts": r["attempts"], "crashes": r["crashes"],
@@ -72,6 +72,8 @@ async def show(request: web.Request) -> web.Response:
     hub = hub_of(request)
     identity(request, "operator", "auditor")
     target = request.match_info["id"]
+    if not target.isdigit():  # a delivery id, or a message named by its id or DocumentId
+        target = await resolve_document(hub, target)
     message_id = target
     if target.isdigit():
         row = await hub.spool.delivery(int(target))
@@ -101,6 +103,8 @@ async def act(request: web.Request) -> web.Response:
     who = identity(request, "operator")
     action = request.match_info["action"]
     target = request.match_info["id"]
+    if not target.isdigit():  # a delivery id, or a message named by its id or DocumentId
+        target = await resolve_document(hub, target)
     reason = ""
     if request.can_read_body:
         try:
@@ -143,5 +147,5 @@ async def _wrong_state(hub: HubContext, target: str, action: str) -> ConflictErr
 
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/v1/queue", list_queue)
-    app.router.add_get("/v1/queue/{id}", show)
-    app.router.add_post("/v1/queue/{id}/{action:hold|release|retry|drop}", act)
+    app.router.add_get("/v1/queue/{id:.+}", show)
+    app.router.add_post("/v1/queue/{id:.+}/{action:hold|release|retry|drop}", act)

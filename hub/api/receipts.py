@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from hub.api.base import (fit_page, hub_of, identity, int_param, iso, json_response,
-                          parse_time)
+                          parse_time, resolve_document)
 from hub.errors import ForbiddenError, NotFoundError, ValidationError
 from hub.receipts.format import EVENTS
 from hub.receipts.issuer import RECORDED
@@ -65,7 +65,7 @@ async def list_receipts(request: web.Request) -> web.Response:
         query["visible_to"] = ident.organ
     document = (q.get("document") or q.get("message_id") or "").strip()
     if document:
-        query["message_id"] = document
+        query["message_id"] = await resolve_document(hub, document, parameter="document")
     organ = q.get("organ", "").strip()
     if organ:
         query["organ"] = organ
@@ -108,9 +108,12 @@ async def get_receipt(request: web.Request) -> web.Response:
     doc = await hub.spool.receipt(receipt_id)
     if doc is None:
         raise NotFoundError(f"no receipt {receipt_id}")
-    if not ident.may_see(doc["sender"], doc["recipient"]) and not await hub.spool.has_delivery(
-            doc["message_id"], ident.organ):
-        raise ForbiddenError(f"receipt {receipt_id} is about a document that is not yours")
+    # An agency: receipts of what it sent, of its own deliveries and statuses, and the
+    # acceptance receipt of what it received; never another recipient's.
+    if not ident.may_see(doc["sender"], doc["recipient"]) and not (
+            doc["recipient"] is None and await hub.spool.has_delivery(doc["message_id"],
+                                                                      ident.organ)):
+        raise ForbiddenError(f"receipt {receipt_id} is about a delivery that is not yours")
     return web.Response(body=doc["xml"], content_type="application/xml",
                         headers={"Content-Disposition": f'inline; filename="{receipt_id}.xml"'})
 

@@ -92,7 +92,9 @@ def read_checkpoint(xml: bytes | str, trusted: dict[str, x509.Certificate]) -> C
     try:
         at = dt.datetime.fromisoformat(root.findtext(_c("Time")) or "")
         config = dataclasses.replace(_VERIFY_CONFIG, verification_time=at)
-        signed = XMLVerifier().verify(root, x509_cert=cert, expect_config=config).signed_xml
+        result = XMLVerifier().verify(root, x509_cert=cert, expect_config=config)
+        # One signature expected (expect_references=1): signxml gives one result, not a list.
+        signed = result.signed_xml if not isinstance(result, list) else None
         if signed is None or signed.tag != _c("Checkpoint"):
             raise ValueError("the signed data is not a checkpoint")
         values: dict[str, Any] = {name: signed.findtext(_c(tag)) for name, tag in _LAYOUT}

@@ -14,6 +14,9 @@ authenticated identity to ``accept()``.  In order:
 5. sender signature check (``hub.signing``; policy per organisation:
    required, verify_if_present, record_only), against the certificate the
    trust store pins for the sender — never the one the signature carries;
+   what the axis normalised (``Envelope.irregularities``) is kept, not refused;
+5b. a revocation, update or replacement finds the documents it acts on
+   (``hub.cleanup.business``): links and added deliveries join the commit;
 6. one durable transaction (``spool.store``): payload, envelope, one delivery
    per recipient, business status, event log.  Duplicates are found there,
    atomically: the same sender + DocumentId + bytes again is the same
@@ -31,9 +34,11 @@ from typing import Any
 
 from hub.auth import Identity
 from hub.context import HubContext
+from hub.cleanup import business
 from hub.cleanup.cpu import Inspected
 from hub.crypto.signing import verify_hop
 from hub.errors import BackpressureError, ForbiddenError, HubError, ValidationError
+from hub.receipts.format import ReceiptLink
 from spool import NewDelivery, NewEnvelope, StatusRecord
 from spool.ids import new_message_id
 from spool.payloads import SpooledBody
@@ -51,12 +56,21 @@ class AcceptResult:
     document_id: str | None
     recipients: list[dict[str, str]]
     receipt_id: str | None = None
+    #: Recipients not in the directory, sent to the upstream route by default.
+    upstream: list[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         url = (f"/v1/receipts/{self.receipt_id}" if self.receipt_id
                else f"/v1/receipts?document={self.id}")
-        return {"id": self.id, "kind": self.kind, "document_id": self.document_id,
-                "recipients": self.recipients, "receipt_id": self.receipt_id, "receipt_url": url}
+        body: dict[str, Any] = {"id": self.id, "kind": self.kind, "document_id": self.document_id,
+                                "recipients": self.recipients, "receipt_id": self.receipt_id,
+                                "receipt_url": url}
+        if self.upstream:
+            body["upstream"] = self.upstream
+            body["warnings"] = [f"{organ} is not in the directory: sent upstream by default "
+                                f"(unknown_recipient = \"upstream\"); check the OrganId"
+                                for organ in self.upstream]
+        return body
 
 
 async def accept(hub: HubContext, raw: "bytes | SpooledBody", identity: Identity, *,
@@ -95,15 +109,27 @@ async def _accept(hub: HubContext, raw: "bytes | SpooledBody", identity: Identit
             rec = await _status_record(hub, message_id, ins, raw, origin, notice_for)
         else:
             rec = _edoc_record(hub, message_id, ins, raw, origin)
+            await business.apply(hub, rec, env)
+            if rec.links:
+                await _link_receipt(hub, rec, ins)
         result = await hub.spool.store(rec)
     if result.created:
-        hub.wake_qmgr(result.recipients)
+        hub.wake_qmgr(result.recipients + result.added)
         log.info("%s accepted %s from %s (%s) for %s", result.id, env.kind, env.sender,
                  env.document_id or env.status_code, ",".join(r["organ"] for r in result.recipients))
     else:
         log.info("%s re-submitted by %s: same message", result.id, env.sender)
+    upstream = [d.recipient for d in rec.deliveries if d.recipient in rec_unknown(hub, rec)]
+    if upstream and result.created:
+        log.warning("%s recipients not in the directory, sent upstream by default: %s",
+                    result.id, ",".join(upstream))
     return AcceptResult(result.id, result.created, env.kind, env.document_id, result.recipients,
-                        result.receipt_id)
+                        result.receipt_id, upstream)
+
+
+def rec_unknown(hub: HubContext, rec: NewEnvelope) -> set[str]:
+    """The recipients of ``rec`` that no entry or rule of the directory knows."""
+    return {d.recipient for d in rec.deliveries if not hub.directory.knows(d.recipient)}
 
 
 async def _check_hop(hub: HubContext, identity: Identity, raw: "bytes | SpooledBody") -> None:
@@ -135,6 +161,11 @@ def _deliveries(hub: HubContext, recipients: list[str], *, path: str) -> list[Ne
         except ValidationError as exc:
             exc.details.setdefault("path", f"{path}[{index}]/OrganId")
             raise
+        if not route.known and hub.settings.unknown_recipient == "refuse":
+            raise ValidationError(
+                f"recipient {organ} is not in the directory (unknown_recipient = \"refuse\"): "
+                f"check the OrganId, or list it", code="unknown_recipient",
+                details={"path": f"{path}[{index}]/OrganId", "organ_id": organ})
         out.append(NewDelivery(organ, route.name))
     return out
 
@@ -147,7 +178,21 @@ def _edoc_record(hub: HubContext, message_id: str, ins: Inspected, raw: "bytes |
     assert env.document_id is not None
     return NewEnvelope(message_id, "edoc", env.sender, env.document_id, env.document_id,
                        ins.sha256, raw, env.subject, env.code, None, None, ins.signature, origin,
-                       deliveries, receipt=ins.receipt)
+                       deliveries, receipt=ins.receipt,
+                       irregularities=[i.to_dict() for i in env.irregularities])
+
+
+async def _link_receipt(hub: HubContext, rec: NewEnvelope, ins: Inspected) -> None:
+    """The acceptance receipt of a business document names what it acts on:
+    signed again, now that the documents are found (only for these few)."""
+    assert rec.receipt is not None
+    targets = {e["id"]: e for e in [await hub.spool.envelope(link.to_id) for link in rec.links]
+               if e is not None}
+    fields = dataclasses.replace(ins.fields, standing="current", links=tuple(
+        ReceiptLink(link.type, link.to_id, targets[link.to_id]["document_id"])
+        for link in rec.links))
+    receipt_id, at, _ = rec.receipt
+    rec.receipt = (receipt_id, at, (await hub.cpu.build_receipts([fields]))[0])
 
 
 async def _status_record(hub: HubContext, message_id: str, ins: Inspected, raw: "bytes | SpooledBody",
@@ -167,9 +212,11 @@ async def _status_record(hub: HubContext, message_id: str, ins: Inspected, raw: 
         # The hub's own failure notice: to the sender, recorded on the failed delivery.
         targets, about = [original["sender"]], notice_for or env.sender
     elif env.sender == original["sender"]:
-        # The sender speaks about its own document (13: recall): tell every recipient.
+        # The sender speaks about its own document: only a recall (13), to every recipient.
+        _check_sender_status(env.status_code or "", rf.document_id, path)
         targets = recipients_of_original
     elif env.sender in recipients_of_original:
+        await _check_recipient_status(hub, env.status_code or "", original, rf.document_id, path)
         targets = [original["sender"]]
     else:
         raise ForbiddenError(f"{env.sender} did not receive document {rf.document_id!r} and "
@@ -180,7 +227,48 @@ async def _status_record(hub: HubContext, message_id: str, ins: Inspected, raw: 
                           env.timestamp.strftime("%Y/%m/%d %H:%M:%S") if env.timestamp else None)
     return NewEnvelope(message_id, "status", env.sender, f"status:{ins.sha256}",
                        rf.document_id, ins.sha256, raw, env.description, None, env.status_code,
-                       original["id"], ins.signature, origin, deliveries, status, ins.receipt)
+                       original["id"], ins.signature, origin, deliveries, status, ins.receipt,
+                       irregularities=[i.to_dict() for i in env.irregularities])
+
+
+#: Who may send which status (QCVN 102): the sender recalls (13); its recipients
+#: report on the document (01-06) and answer a recall or an update (15 agrees,
+#: 16 refuses), and only once there is one to answer.
+SENDER_STATUSES = frozenset({"13"})
+RECIPIENT_STATUSES = frozenset({"01", "02", "03", "04", "05", "06"})
+ANSWER_STATUSES = frozenset({"15", "16"})
+
+
+def _status_refused(code: str, document_id: str, path: str, rule: str) -> ForbiddenError:
+    return ForbiddenError(f"status {code} about {document_id!r} is not allowed: {rule}",
+                          code="status_not_allowed",
+                          details={"path": path.rsplit("/", 1)[0] + "/StatusCode",
+                                   "status_code": code, "rule": rule})
+
+
+def _check_sender_status(code: str, document_id: str, path: str) -> None:
+    if code not in SENDER_STATUSES:
+        raise _status_refused(code, document_id, path,
+                              "the sender of a document may only recall it (13); 01-06 come "
+                              "from its recipients, 15 and 16 answer a recall")
+
+
+async def _check_recipient_status(hub: HubContext, code: str, original: Any, document_id: str,
+                                  path: str) -> None:
+    if code in RECIPIENT_STATUSES:
+        return
+    if code in ANSWER_STATUSES:
+        recalled = any(st["status_code"] == "13" and st["organ"] == original["sender"]
+                       for st in await hub.spool.statuses(original["id"]))
+        acted_on = any(link["type"] in ("revoked_by", "updated_by")
+                       for link in await hub.spool.links(original["id"]))
+        if recalled or acted_on:
+            return
+        raise _status_refused(code, document_id, path,
+                              f"{code} answers a recall (13) or an update of the document, and "
+                              f"its sender has sent neither")
+    raise _status_refused(code, document_id, path,
+                          "only the sender of a document may recall it (13)")
 
 
 def _record_refusal(hub: HubContext, identity: Identity, origin: str, exc: HubError) -> None:

@@ -57,6 +57,9 @@ class Inspected:
     sha256: str
     signature: dict[str, Any]
     receipt: tuple[str, float, bytes]
+    #: What the receipt states, for a business document's receipt signed again
+    #: with its links once cleanup has found them.
+    fields: ReceiptFields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,12 +103,13 @@ class Cleaner:
         sha256 = raw.sha256 if isinstance(raw, SpooledBody) else hashlib.sha256(raw).hexdigest()
         receipt_id = f"{message_id}.accepted"
         document_id = env.document_id or (env.response_for[0].document_id if env.response_for else sha256)
-        xml = build_receipt(ReceiptFields(
+        fields = ReceiptFields(
             receipt_id=receipt_id, message_id=message_id, document_sha256=sha256,
             document_id=document_id, sender=env.sender, event="accepted", state="queued",
             time=datetime.fromtimestamp(at, timezone.utc), sender_signature=check.result,
-            hub_id=self.directory.hub.id, business_status=env.status_code), self.keys)
-        return Inspected(env, sha256, signature, (receipt_id, at, xml))
+            hub_id=self.directory.hub.id, business_status=env.status_code)
+        xml = build_receipt(fields, self.keys)
+        return Inspected(env, sha256, signature, (receipt_id, at, xml), fields)
 
     def check_sender(self, env: edxml.Envelope, identity: Identity) -> None:
         """The sender is the authenticated organisation, or one its route may speak for."""
@@ -132,12 +136,12 @@ class Cleaner:
 _worker: Cleaner | None = None
 
 
-def _init_worker(raw_settings: dict[str, Any]) -> None:
+def _init_worker(raw_settings: dict[str, Any], adapters: dict[str, dict[str, Any]]) -> None:
     global _worker
     from hub.config import build_settings
     from hub.crypto.setup import load_crypto
     from hub.directory import load_directory
-    settings = build_settings(raw_settings)
+    settings = build_settings(raw_settings, adapters)
     directory = load_directory(settings)
     keys, trust = load_crypto(settings, directory)
     _worker = Cleaner.from_settings(settings, directory, keys, trust)
@@ -167,7 +171,8 @@ class CpuPool:
         self.workers = settings.cpu_workers
         self._pool: WorkerPool | None = None
         if self.workers > 0:
-            self._pool = WorkerPool(self.workers, _init_worker, (settings.raw(),), name="cleanup")
+            self._pool = WorkerPool(self.workers, _init_worker, (settings.raw(), settings.adapters),
+                                    name="cleanup")
 
     async def start(self) -> None:
         """Spawn the workers now, so the first documents do not wait for one to load keys."""

@@ -89,10 +89,11 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
                   f"`lienthong audit export -o FILE`)", file=sys.stderr)
             return 2
         certs = _certs(args, settings)
-        report = _verify_file(args.file, certs) if args.file else _verify_db(settings, certs)
-        if isinstance(report, str):
-            say(report)
+        found = _verify_file(args.file, certs) if args.file else _verify_db(settings, certs)
+        if isinstance(found, str):
+            say(found)
             return 1
+        report = found
     say(report.summary())
     return 0 if report.ok else 1
 

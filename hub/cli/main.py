@@ -39,7 +39,7 @@ COMMANDS: dict[str, Command] = {}
 #: Feature modules that add commands: each has ``add_parsers(sub, common)`` and
 #: registers its handlers with ``@command(name)``.
 CLI_MODULES: tuple[str, ...] = ("hub.cli.queue", "hub.cli.tail", "hub.cli.keys", "hub.cli.receipts",
-                                "hub.cli.audit", "hub.cli.door")
+                                "hub.cli.audit", "hub.cli.door", "hub.cli.adapters", "hub.cli.sim")
 
 #: The help of every --url option.
 URL_HELP = ("hub base URL (default: the hub serving --data, as recorded in DATA/run/serve.json; "

@@ -14,10 +14,10 @@ from typing import Any, Callable
 from hub.cli.client import HubClient
 from hub.cli.main import URL_HELP, client, command
 from hub.config import Settings
+from hub.textsafe import say, say_json
 from spool.states import State
 
 STATES = tuple(s.value for s in State)
-from hub.textsafe import say, say_json
 
 
 def add_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:

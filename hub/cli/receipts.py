@@ -88,7 +88,9 @@ def _query(hub: HubClient, args: argparse.Namespace) -> int:
     query: dict[str, str] = {k: str(getattr(args, k)) for k in _FILTERS if getattr(args, k)}
     if args.csv:
         query["format"] = "csv"
-    after, items, csv_parts = args.after, [], []
+    after = args.after
+    items: list[dict[str, Any]] = []
+    csv_parts: list[str] = []
     while wanted > 0:  # pages of at most 1000 until --limit is reached
         page = min(wanted, 1000)
         reply = hub.request("GET", "/v1/receipts?" + urllib.parse.urlencode(

@@ -243,10 +243,12 @@ def write_document(root: etree._Element, out: Any) -> None:
         aside.restore()
 
 
-_HASHES = {"http://www.w3.org/2001/04/xmlenc#sha256": hashes.SHA256,
+_HASHES: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
+           "http://www.w3.org/2001/04/xmlenc#sha256": hashes.SHA256,
            "http://www.w3.org/2001/04/xmldsig-more#sha384": hashes.SHA384,
            "http://www.w3.org/2001/04/xmlenc#sha512": hashes.SHA512}
-_SIG_HASHES = {"http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256": hashes.SHA256,
+_SIG_HASHES: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
+               "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256": hashes.SHA256,
                "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384": hashes.SHA384,
                "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512": hashes.SHA512,
                "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256": hashes.SHA256,

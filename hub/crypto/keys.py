@@ -255,7 +255,8 @@ class HubKeys:
     @classmethod
     def from_objects(cls, key: PrivateKey, cert: x509.Certificate,
                      ca_cert: x509.Certificate | None = None) -> HubKeys:
-        if key.public_key().public_numbers() != cert.public_key().public_numbers():
+        ours, theirs = key.public_key(), cert.public_key()
+        if not isinstance(theirs, type(ours)) or ours.public_numbers() != theirs.public_numbers():  # type: ignore[union-attr]  # both RSA or both EC here
             raise ConfigError("the hub key does not match the hub certificate")
         return cls(key=key, cert=cert, cert_pem=_cert_pem(cert),
                    cert_der=cert.public_bytes(serialization.Encoding.DER), ca_cert=ca_cert)

@@ -18,7 +18,7 @@ event written, never the request's headers (a secret never reaches either).
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Any, Callable
 
 from spool.base import Spool
 
@@ -80,7 +80,7 @@ class RefusalLog:
                  organ or printable(system_id or "-", 100), code,
                  f" ({suppressed} more not recorded)" if suppressed else "")
         try:
-            fut = self._spool.record_event("refused", organ=organ, **detail)
+            fut = self._spool.record_event("refused", organ=organ, **dict[str, Any](detail))
         except Exception:  # noqa: BLE001 - the answer still goes out; the spool logs its trouble
             log.exception("could not record a door refusal")
             return

@@ -14,19 +14,38 @@ dot-separated alphanumeric parts, as real networks carry ``28.22.H17``.
 Diagnostics: ``ValidationError`` with one of the codes ``missing_element``,
 ``duplicate_element``, ``unexpected_element``, ``no_recipients``,
 ``duplicate_recipient``, ``bad_date``, ``bad_organ_id``,
-``attachment_mismatch``, ``bad_identifier`` (a DocumentId, Code or ContentId
-holding a control character or a bidirectional override, or longer than
-``MAX_IDENTIFIER``); and, with HTTP 413, ``field_too_long`` (free text over
-``FieldLimits.text``) and ``too_many_recipients``; details hold ``path``
-(``/edXML/.../To[2]/OrganId``) and ``line``.
+``attachment_mismatch``, ``bad_identifier`` (a
+DocumentId, Code or ContentId holding a control character or a bidirectional
+override, or longer than ``MAX_IDENTIFIER``); and, with HTTP 413,
+``field_too_long`` (free text over ``FieldLimits.text``) and
+``too_many_recipients``; details hold ``path`` (``/edXML/.../To[2]/OrganId``)
+and ``line``.
+
+Axis normalisation: what the national axis and the provincial platforms do
+to a message on its way (an empty ``ResponseFor``, the TraceHeaders of the
+nodes it passed, a manifest ContentType other than the attachment's, an
+attachment zipped again) is accepted and listed in ``Envelope.irregularities``
+(codes ``empty_response_for``, ``extra_trace_headers``,
+``content_type_differs``, ``attachment_not_zipped``, ``attachment_rezipped``,
+and ``business_names_itself`` for a revocation, update or replacement naming
+its own DocumentId), which the spool keeps with the document.
+
+Business document types (``Bussiness/BussinessDocType``: 0 new, 1 revocation,
+2 update, 3 replacement) are lifted into ``Envelope.business``: the document
+a revocation or an update names is ``Bussiness/DocumentId`` ("mã văn bản bị
+thu hồi, cập nhật" in the field docs), an update's receiver changes are
+``BussinessDocumentInfo/ReceiverList``, and the documents a replacement
+replaces are ``ReplacementInfoList/ReplacementInfo/DocumentId``.
 
 ``build_status`` writes the status messages the hub itself sends, e.g. 02
 (rejected) back to a sender whose document could not be delivered.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Literal
 
@@ -35,8 +54,13 @@ from lxml import etree
 from hub.errors import TooLargeError, ValidationError
 from hub.edxml.xmlsafe import DSIG_NS, NS, element_path
 
-__all__ = ["DSIG_NS", "NS", "STATUS_CODES", "Envelope", "FieldLimits", "ResponseFor", "Trace",
-           "build_status", "extract", "valid_organ_id"]
+__all__ = ["DSIG_NS", "NS", "STATUS_CODES", "Business", "Envelope", "FieldLimits", "Irregularity",
+           "Receiver", "Replacement", "ResponseFor", "Trace", "build_status", "extract",
+           "valid_organ_id"]
+
+#: BussinessDocType values: 0 new, 1 revocation (thu hồi), 2 update (cập nhật),
+#: 3 replacement (thay thế).
+NEW, REVOCATION, UPDATE, REPLACEMENT = 0, 1, 2, 3
 
 #: Status codes of QCVN 102 (01 arrived ... 16 refused update/recall).
 STATUS_CODES = frozenset({"01", "02", "03", "04", "05", "06", "13", "15", "16"})
@@ -86,6 +110,46 @@ class Trace:
 
 
 @dataclass(frozen=True, slots=True)
+class Irregularity:
+    """Something unusual about an accepted message (axis normalisation), kept with it."""
+
+    code: str
+    message: str
+    path: str | None = None
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"code": self.code, "message": self.message, "path": self.path}
+
+
+@dataclass(frozen=True, slots=True)
+class Receiver:
+    """One entry of an update's ReceiverList: ReceiverType 1 added, 0 removed."""
+
+    organ_id: str
+    added: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Replacement:
+    """One ReplacementInfo: the replaced DocumentId and its OrganIdList."""
+
+    document_id: str
+    organs: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Business:
+    """The TraceHeaderList's Bussiness block, for doc types 1-3 what they act on."""
+
+    doc_type: int
+    #: The document revoked or updated (``Bussiness/DocumentId``).
+    document_id: str | None
+    reason: str | None
+    receivers: list[Receiver]
+    replacements: list[Replacement]
+
+
+@dataclass(frozen=True, slots=True)
 class Envelope:
     """What the hub routes on, lifted from a validated edXML message."""
 
@@ -108,6 +172,8 @@ class Envelope:
     traces: list[Trace]
     signatures: list[str]
     attachments: int
+    business: Business | None = None
+    irregularities: list[Irregularity] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,9 +354,15 @@ def extract(tree: etree._ElementTree, *, strict: bool,
         _one(m, "ResponseFor", mh)  # exactly one
         timestamp_el = _one(m, "Timestamp", mh)
 
+    notes: list[Irregularity] = []
+    response_for_els = m.get(_tag("ResponseFor"), [])
+    if kind == "edoc":
+        response_for_els = _drop_empty_response_for(response_for_els, notes)
     info = _at_most_one(m, "PromulgationInfo")
     other = _at_most_one(m, "OtherInfo")
-    business, traces = _trace_list(header_groups, strict)
+    business, traces, business_el = _trace_list(header_groups, strict)
+    _note_traces(traces, sender, header_groups, notes)
+    business_doc_type = _opt_int(business, "BussinessDocType")
     return Envelope(
         kind=kind,
         sender=sender,
@@ -301,17 +373,20 @@ def extract(tree: etree._ElementTree, *, strict: bool,
         subject=subject,
         promulgation_date=_opt_date(_group(info), "PromulgationDate") if info is not None else None,
         due_date=_opt_date(m, "DueDate"),
-        business_doc_type=_opt_int(business, "BussinessDocType"),
+        business_doc_type=business_doc_type,
         status_code=_text(status_el) if status_el is not None else None,
         description=_free_text(m, "Description", limits),
         timestamp=_timestamp(timestamp_el) if timestamp_el is not None else None,
-        response_for=[_response_for(el, strict) for el in m.get(_tag("ResponseFor"), ())],
+        response_for=[_response_for(el, strict) for el in response_for_els],
         priority=_opt_int(_group(other), "Priority") if other is not None else None,
         steering_type=_opt_int(m, "SteeringType"),
         traces=traces,
         signatures=[_SIGNATURE_KINDS[el.tag] for el in header
                     if el.tag in _SIGNATURE_KINDS],
-        attachments=_attachments(root_groups, env_groups),
+        attachments=_attachments(root_groups, env_groups, notes),
+        business=(_business(business, business_el, business_doc_type, document_id, strict, notes)
+                  if business_el is not None and business_doc_type is not None else None),
+        irregularities=notes,
     )
 
 
@@ -370,11 +445,12 @@ def _response_for(el: etree._Element, strict: bool) -> ResponseFor:
     )
 
 
-def _trace_list(header_groups: _Groups, strict: bool) -> tuple[_Groups, list[Trace]]:
-    """(children of Bussiness, TraceHeaders) of the optional TraceHeaderList."""
+def _trace_list(header_groups: _Groups,
+                strict: bool) -> tuple[_Groups, list[Trace], etree._Element | None]:
+    """(children of Bussiness, TraceHeaders, Bussiness) of the optional TraceHeaderList."""
     trace_list = _at_most_one(header_groups, "TraceHeaderList")
     if trace_list is None:
-        return {}, []
+        return {}, [], None
     g = _group(trace_list)
     traces = []
     for th in g.get(_tag("TraceHeader"), ()):
@@ -383,11 +459,92 @@ def _trace_list(header_groups: _Groups, strict: bool) -> tuple[_Groups, list[Tra
         traces.append(Trace(organ_id=_organ_id(_one(tg, "OrganId", th), strict),
                             timestamp=_timestamp(ts_el) if ts_el is not None else None))
     business = _at_most_one(g, "Bussiness")
-    return (_group(business) if business is not None else {}), traces
+    return (_group(business) if business is not None else {}), traces, business
 
 
-def _attachments(root_groups: _Groups, env_groups: _Groups) -> int:
-    """Check that manifest References and Attachments name the same ContentIds."""
+# ---------------------------------------------------------------- axis normalisation
+
+def _drop_empty_response_for(els: list[etree._Element],
+                             notes: list[Irregularity]) -> list[etree._Element]:
+    """An edoc's ``<ResponseFor/>`` with nothing in it (the axis writes one for
+    every document) answers nothing: left out, and noted."""
+    kept = []
+    for el in els:
+        if len(el) == 0 and not (el.text or "").strip(_XML_WS):
+            notes.append(Irregularity("empty_response_for",
+                                      "an empty ResponseFor (answers no document) was ignored",
+                                      element_path(el)))
+        else:
+            kept.append(el)
+    return kept
+
+
+def _note_traces(traces: list[Trace], sender: str, header_groups: _Groups,
+                 notes: list[Irregularity]) -> None:
+    """TraceHeaders of other nodes than the sender: the message was relayed."""
+    others = [t.organ_id for t in traces if t.organ_id != sender]
+    if others:
+        trace_list = header_groups[_tag("TraceHeaderList")][0]
+        notes.append(Irregularity(
+            "extra_trace_headers",
+            f"relayed: TraceHeaders of {len(others)} other node(s): {', '.join(others)}",
+            element_path(trace_list)))
+
+
+# ---------------------------------------------------------------- business types
+
+def _business(g: _Groups, el: etree._Element, doc_type: int, own_document_id: str | None,
+              strict: bool, notes: list[Irregularity]) -> Business:
+    """What a revocation, update or replacement acts on (checked for doc types 1-3)."""
+    target = _opt_identifier(g, "DocumentId")
+    receivers: list[Receiver] = []
+    info = _at_most_one(g, "BussinessDocumentInfo")
+    receiver_list = _at_most_one(_group(info), "ReceiverList") if info is not None else None
+    for r in (receiver_list.findall(_tag("Receiver")) if receiver_list is not None else ()):
+        rg = _group(r)
+        organ_el = _one(rg, "OrganId", r)
+        organ = _organ_id(organ_el, strict)
+        if any(x.organ_id == organ for x in receivers):
+            raise _error(f"receiver {organ} is named more than once in the ReceiverList",
+                         "duplicate_recipient", element_path(organ_el), organ_el.sourceline)
+        receivers.append(Receiver(organ, _text(_one(rg, "ReceiverType", r)) == "1"))
+    replacements: list[Replacement] = []
+    info_list = _at_most_one(g, "ReplacementInfoList")
+    for ri in (info_list.findall(_tag("ReplacementInfo")) if info_list is not None else ()):
+        rg = _group(ri)
+        organ_list = _at_most_one(rg, "OrganIdList")
+        organs = ([_organ_id(o, strict) for o in organ_list.findall(_tag("OrganId"))]
+                  if organ_list is not None else [])
+        replacements.append(Replacement(_identifier(_one(rg, "DocumentId", ri)), organs))
+    if doc_type in (REVOCATION, UPDATE) and not target:
+        path = f"{element_path(el)}/DocumentId"
+        what = "revocation" if doc_type == REVOCATION else "update"
+        raise _error(f"a {what} (BussinessDocType {doc_type}) names the document it acts on "
+                     f"in {path}", "missing_element", path, el.sourceline)
+    if doc_type == REPLACEMENT and not replacements:
+        path = f"{element_path(el)}/ReplacementInfoList/ReplacementInfo"
+        raise _error(f"a replacement (BussinessDocType 3) names the documents it replaces "
+                     f"in {path}", "missing_element", path, el.sourceline)
+    if own_document_id is not None and own_document_id in (
+            [target] if doc_type in (REVOCATION, UPDATE) else
+            [r.document_id for r in replacements] if doc_type == REPLACEMENT else []):
+        # Producers do this (an update keeping the original's DocumentId).  An
+        # earlier document of that id from this sender would make this one a
+        # duplicate_conflict, so it names nothing the hub holds: no link.
+        notes.append(Irregularity(
+            "business_names_itself",
+            f"BussinessDocType {doc_type} names the document's own DocumentId: "
+            f"it is kept as a document that acts on none", element_path(el)))
+        target = None if doc_type in (REVOCATION, UPDATE) else target
+        replacements = [r for r in replacements if r.document_id != own_document_id]
+    return Business(doc_type, target, _opt_text(g, "BussinessDocReason"), receivers,
+                    replacements)
+
+
+def _attachments(root_groups: _Groups, env_groups: _Groups, notes: list[Irregularity]) -> int:
+    """Check that manifest References and Attachments name the same ContentIds;
+    note a ContentType that differs between them, and an attachment that is
+    not one file zipped as ``<uuid>.<ext>`` (the producers' convention)."""
     encoded = _at_most_one(root_groups, "AttachmentEncoded")
     attachments = encoded.findall(_tag("Attachment")) if encoded is not None else []
     body = _at_most_one(env_groups, "edXMLBody")
@@ -402,7 +559,51 @@ def _attachments(root_groups: _Groups, env_groups: _Groups) -> int:
     for content_id, el in attached.items():
         if content_id not in listed:
             _mismatch(el, f"Attachment {content_id} is not listed in the manifest")
+    for content_id, id_el in attached.items():
+        attachment = id_el.getparent()
+        ag = _group(attachment)
+        listed_type = _opt_text(_group(listed[content_id].getparent()), "ContentType")
+        own_type = _opt_text(ag, "ContentType")
+        if listed_type is not None and own_type is not None and listed_type != own_type:
+            notes.append(Irregularity(
+                "content_type_differs",
+                f"{content_id}: the manifest says {listed_type[:100]}, the attachment {own_type[:100]}",
+                element_path(attachment)))
+        encoded = _at_most_one(ag, "ContentTransferEncoded")
+        if encoded is not None:
+            _note_zip(content_id, encoded, notes)
     return len(attachments)
+
+
+_ZIP_LOCAL_HEADER = b"PK\x03\x04"
+#: What producers name the one entry of an attachment's zip (edoc_new.edxml).
+_UUID_ENTRY = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}(?:\.[^/\\]{1,16})?")
+#: Base64 characters decoded to read the zip's first local header (30 bytes and the name).
+_ZIP_HEAD_CHARS = 1024
+
+
+def _note_zip(content_id: str, el: etree._Element, notes: list[Irregularity]) -> None:
+    """Read only the first local header of the attachment's zip (its head, decoded)."""
+    text = el.text or ""
+    head = "".join(text[:_ZIP_HEAD_CHARS].split())
+    try:
+        data = base64.b64decode(head[:len(head) // 4 * 4])
+    except (binascii.Error, ValueError):
+        return  # the schema checked the base64; a head cut oddly tells nothing
+    if not data:
+        return
+    path = element_path(el)
+    if not data.startswith(_ZIP_LOCAL_HEADER) or len(data) < 30:
+        notes.append(Irregularity("attachment_not_zipped",
+                                  f"{content_id} is not zipped (as producers send it)", path))
+        return
+    name_len = int.from_bytes(data[26:28], "little")
+    name = data[30:30 + name_len].decode("utf-8", "replace")
+    if _UUID_ENTRY.fullmatch(name) is None or name.lower().endswith(".zip"):
+        notes.append(Irregularity(
+            "attachment_rezipped",
+            f"{content_id} was zipped again: its first entry is {name[:100]!r}, "
+            f"not <uuid>.<ext>", path))
 
 
 def _content_ids(elements: list[etree._Element], what: str) -> dict[str, etree._Element]:

@@ -294,7 +294,7 @@ def validate(tree: etree._ElementTree) -> None:
                   for entry, _ in zip(schema.error_log, range(_MAX_SCHEMA_ERRORS))]
         first = errors[0] if errors else {"line": None, "path": None,
                                           "message": "schema validation failed"}
-        raise ValidationError(first["message"], code="schema_invalid",
+        raise ValidationError(str(first["message"]), code="schema_invalid",
                               details={"line": first["line"], "path": first["path"],
                                        "errors": errors})
     _check_dsig_children(tree)

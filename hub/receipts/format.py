@@ -9,7 +9,11 @@ them offline with ``verify_receipt`` and the hub's certificate.
 
 Format: ``schemas/receipt.xsd``, namespace ``urn:lienthong-hub:receipt:1``,
 compact (no indentation), signed by the hub with one enveloped ds:Signature
-(Reference URI="", exclusive c14n, SHA-256) as the last child.
+(Reference URI="", exclusive c14n, SHA-256) as the last child.  A receipt of
+a document that business documents act on, or of one that acts on others,
+also states the document's ``Standing`` (current, revoked, updated,
+replaced) and its ``Link``s as of the receipt's event; both are optional, so
+receipts written before them stay valid.
 ``verify_receipt`` trusts only what the signature covers: it reads the fields
 back from signxml's ``signed_xml``, never from the raw input.
 """
@@ -41,6 +45,20 @@ _C14N_EXC = "http://www.w3.org/2001/10/xml-exc-c14n#"
 _VERIFY_CONFIG = SignatureConfiguration(location="./", expect_references=1)
 
 
+#: A document's standing, as GET /v1/envelopes/{id} shows it.
+STANDINGS = ("current", "revoked", "updated", "replaced")
+LINK_TYPES = ("revokes", "revoked_by", "updates", "updated_by", "replaces", "replaced_by")
+
+
+@dataclass(frozen=True)
+class ReceiptLink:
+    """A link of the receipt's document: ``type`` and the other document."""
+
+    type: str
+    message_id: str
+    document_id: str | None = None
+
+
 @dataclass(frozen=True)
 class ReceiptFields:
     """What a receipt states; ``time`` is timezone-aware (written as UTC)."""
@@ -57,6 +75,9 @@ class ReceiptFields:
     hub_id: str
     recipient: str | None = None
     business_status: str | None = None
+    #: None (not stated: no link) or one of ``STANDINGS``.
+    standing: str | None = None
+    links: tuple[ReceiptLink, ...] = ()
 
 
 # (field, element) in document order; optional elements are skipped when None.
@@ -65,10 +86,10 @@ _LAYOUT = (
     ("document_sha256", "DocumentDigest"), ("document_id", "DocumentId"),
     ("sender", "Sender"), ("recipient", "Recipient"), ("event", "Event"),
     ("state", "State"), ("business_status", "BusinessStatus"), ("time", "Time"),
-    ("sender_signature", "SenderSignature"), ("hub_id", "HubId"),
+    ("sender_signature", "SenderSignature"), ("hub_id", "HubId"), ("standing", "Standing"),
 )
-_OPTIONAL = frozenset({"recipient", "business_status"})
-assert {f for f, _ in _LAYOUT} == {f.name for f in fields(ReceiptFields)}
+_OPTIONAL = frozenset({"recipient", "business_status", "standing"})
+assert {f for f, _ in _LAYOUT} | {"links"} == {f.name for f in fields(ReceiptFields)}
 
 
 def _r(tag: str) -> str:
@@ -93,6 +114,10 @@ def _check(f: ReceiptFields) -> None:
                          f"{SIGNATURE_RESULTS}")
     if not _SHA256_HEX.match(f.document_sha256):
         raise ValueError("document_sha256 must be 64 lower-case hex digits")
+    if f.standing is not None and f.standing not in STANDINGS:
+        raise ValueError(f"standing {f.standing!r} not in {STANDINGS}")
+    if any(link.type not in LINK_TYPES for link in f.links):
+        raise ValueError(f"link types must be in {LINK_TYPES}")
 
 
 def receipt_body(f: ReceiptFields) -> etree._Element:
@@ -107,6 +132,10 @@ def receipt_body(f: ReceiptFields) -> etree._Element:
         el.text = format_time(value) if name == "time" else str(value)
         if name == "document_sha256":
             el.set("algorithm", "sha256")
+    for link in f.links:
+        el = etree.SubElement(root, _r("Link"), type=link.type, message=link.message_id)
+        if link.document_id is not None:
+            el.set("document", link.document_id)
     return root
 
 
@@ -157,6 +186,8 @@ def validate_receipt_schema(root: etree._Element) -> None:
 def _fields_from(root: etree._Element) -> ReceiptFields:
     values: dict[str, Any] = {name: root.findtext(_r(tag)) for name, tag in _LAYOUT}
     values["time"] = dt.datetime.fromisoformat(values["time"])
+    values["links"] = tuple(ReceiptLink(el.get("type"), el.get("message"), el.get("document"))
+                            for el in root.iterfind(_r("Link")))
     return ReceiptFields(**values)
 
 

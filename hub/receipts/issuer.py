@@ -14,6 +14,10 @@ event log:
   state = that organ's delivery state as of the event (``recorded`` when the
   organ has no delivery of the document: the sender's own recall).
 
+A receipt of a document that has links (a revocation, update or replacement,
+or the document one of them acts on) states its standing and links as of its
+event: the links made by earlier events only, so a replay signs the same.
+
 Receipt ids are ``<message_id>.e<event_id>`` (``<message_id>.accepted`` for
 cleanup's), so a receipt names the log line it attests.
 
@@ -43,9 +47,9 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Awaitable, Callable, Sequence
 
-from hub.receipts.format import ReceiptFields
-from spool.base import ReceiptValues, Spool
-from spool.records import Event
+from hub.receipts.format import ReceiptFields, ReceiptLink
+from spool.base import LinkRow, ReceiptValues, Spool
+from spool.records import Event, standing
 from spool.states import State
 
 #: Signs a batch of receipts (``CpuPool.build_receipts``: in a worker when there is one).
@@ -172,11 +176,12 @@ class ReceiptIssuer:
     async def _fields(self, events: list[Event]) -> list[tuple[Event, ReceiptFields]]:
         ids = sorted({e.message_id for e in events if e.message_id})
         envs = await self.spool.receipt_sources(ids)
+        links = await self.spool.links_of(ids)
         statuses = [e for e in events if e.kind == "status_received"]
         state_of = await self._states_before(statuses) if statuses else {}
         out = []
         for ev in events:
-            env = envs.get(ev.message_id)
+            env = envs.get(ev.message_id or "")
             if env is None:
                 log.error("%s event %d has no envelope: no receipt", ev.message_id, ev.id)
                 continue
@@ -185,13 +190,16 @@ class ReceiptIssuer:
             else:
                 event, state = "status", state_of[ev.id]
                 business = ev.detail.get("status_code") or None
+            held = _links_before(links.get(str(ev.message_id), []), ev.id)
             out.append((ev, ReceiptFields(
                 receipt_id=f"{ev.message_id}.e{ev.id}", message_id=str(ev.message_id),
                 document_sha256=env["sha256"], document_id=env["document_id"] or env["dedup_key"],
                 sender=env["sender"], event=event, state=state,
                 time=datetime.fromtimestamp(ev.at, timezone.utc),
                 sender_signature=env["sig"] or "recorded", hub_id=self.hub_id,
-                recipient=ev.organ, business_status=business)))
+                recipient=ev.organ, business_status=business,
+                standing=standing({link.type for link in held}) if held else None,
+                links=held)))
         return out
 
     async def _states_before(self, statuses: list[Event]) -> dict[int, str]:
@@ -216,3 +224,9 @@ class ReceiptIssuer:
             else:
                 out[ev.id] = State.QUEUED.value if key in has_delivery else RECORDED
         return out
+
+
+def _links_before(links: list[LinkRow], event_id: int) -> tuple[ReceiptLink, ...]:
+    """The links that held when event ``event_id`` happened."""
+    return tuple(ReceiptLink(r["type"], r["id"], r["document_id"]) for r in links
+                 if r["event_id"] < event_id)

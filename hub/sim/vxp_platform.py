@@ -332,8 +332,10 @@ def _listen(text: str) -> tuple[str, int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The fake platform's options, for ``lienthong fake-platform`` or this module's main."""
-    parser.add_argument("--listen", type=_listen, default=("127.0.0.1", 9100),
-                        metavar="HOST:PORT", help="where to listen (default 127.0.0.1:9100)")
+    # dest is not "listen": `lienthong` reads args.listen as the hub's own listen.
+    parser.add_argument("--listen", dest="platform_listen", type=_listen,
+                        default=("127.0.0.1", 9100), metavar="HOST:PORT",
+                        help="where to listen (default 127.0.0.1:9100; port 0: any free port)")
     parser.add_argument("--system", type=_system, action="append", default=[],
                         metavar="SYSID:SECRET[:ORGANS]",
                         help="a registered system and the comma-separated OrganIds it "
@@ -349,7 +351,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def _serve(args: argparse.Namespace) -> None:
     oauth = dict(c.split(":", 1) for c in args.oauth_client) if args.oauth_client else None
-    host, port = args.listen
+    host, port = args.platform_listen
     platform = await start_platform(host, port, systems=args.system, prefix=args.prefix,
                                     max_age=args.max_age, oauth_clients=oauth,
                                     token_lifetime=args.token_lifetime)

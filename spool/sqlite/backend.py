@@ -34,7 +34,7 @@ import socket
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import aiosqlite
 
@@ -42,8 +42,9 @@ from hub.errors import ConflictError, HubError, NotFoundError, SpoolError
 from hub.private import FILE_MODE, private_dir, private_file, tighten
 from spool.sqlite.migrations import migrate
 from spool.payloads import PayloadStore, SpooledBody
-from spool.records import Event, NewEnvelope, StoreResult
-from spool.base import (DeliveryRow, EnvelopeRow, InboxRow, SentRow, Spool, Stats, StatusRow)
+from spool.records import LINK_TYPES, Event, NewEnvelope, StoreResult
+from spool.base import (DeliveryRow, EnvelopeRow, InboxRow, LinkRow, SentRow, Spool, Stats,
+                        StatusRow)
 from spool.sqlite.log import LogMixin
 from spool.sqlite.queue import QueueMixin
 from spool.sqlite.tx import EVENT_COLUMNS, Chain, Tx, row_to_event, transition
@@ -182,7 +183,7 @@ class SqliteSpool(QueueMixin, LogMixin, Spool):
         finally:
             self._expecting -= 1
 
-    def write(self, fn: WriteFn, *, announced: bool = False) -> Awaitable[Any]:
+    def write(self, fn: WriteFn, *, announced: bool = False) -> "asyncio.Future[Any]":
         """Queue ``fn(tx)`` for the next group commit; resolves after COMMIT."""
         if self._writer_task is None:
             raise SpoolError("the spool is not open")
@@ -411,6 +412,25 @@ class SqliteSpool(QueueMixin, LogMixin, Spool):
                                "ORDER BY received_at", (document_id,))
         return [_envelope_dict(r) for r in rows]
 
+    async def links_of(self, message_ids: Sequence[str]) -> dict[str, list[LinkRow]]:
+        out: dict[str, list[LinkRow]] = {m: [] for m in message_ids}
+        if not message_ids:
+            return out
+        marks = ",".join("?" * len(message_ids))
+        rows = await self._all(
+            f"SELECT l.id AS n, l.from_id AS me, l.type, l.to_id AS other, e.document_id, "
+            f"l.event_id, l.detail, 0 AS back FROM links l JOIN envelopes e ON e.id = l.to_id "
+            f"WHERE l.from_id IN ({marks}) UNION ALL "
+            f"SELECT l.id, l.to_id, l.type, l.from_id, e.document_id, l.event_id, l.detail, 1 "
+            f"FROM links l JOIN envelopes e ON e.id = l.from_id WHERE l.to_id IN ({marks}) "
+            f"ORDER BY 1, 8", (*message_ids, *message_ids))
+        for r in rows:
+            out[r["me"]].append(LinkRow(
+                type=LINK_TYPES[r["type"]] if r["back"] else r["type"], id=r["other"],
+                document_id=r["document_id"], event_id=r["event_id"],
+                detail=json.loads(r["detail"])))
+        return out
+
     async def deliveries(self, message_id: str) -> list[DeliveryRow]:
         rows = await self._all("SELECT * FROM deliveries WHERE envelope_id = ? ORDER BY id",
                                (message_id,))
@@ -472,7 +492,8 @@ class SqliteSpool(QueueMixin, LogMixin, Spool):
 
     async def sent(self, organ: str, *, kind: str | None = None, message_id: str | None = None,
                    limit: int = 500) -> list[SentRow]:
-        where, params = ["e.sender = ?"], [organ]
+        where: list[str] = ["e.sender = ?"]
+        params: list[Any] = [organ]
         if kind:
             where.append("e.kind = ?")
             params.append(kind)
@@ -498,7 +519,8 @@ class SqliteSpool(QueueMixin, LogMixin, Spool):
     async def events(self, after: int = 0, limit: int = 500, *, organ: str | None = None,
                      message_id: str | None = None, kinds: Sequence[str] = (),
                      state: str | None = None) -> list[Event]:
-        where, params = ["id > ?"], [after]
+        where: list[str] = ["id > ?"]
+        params: list[Any] = [after]
         if organ:
             where.append("organ = ?")
             params.append(organ)
@@ -549,6 +571,7 @@ def _fetch(conn: sqlite3.Connection, sql: str, params: Sequence[Any], one: bool)
 def _envelope_dict(row: sqlite3.Row) -> EnvelopeRow:
     d = dict(row)
     d["signature"] = json.loads(d["signature"])
+    d["irregularities"] = json.loads(d["irregularities"])
     return EnvelopeRow(**d)  # type: ignore[typeddict-item]
 
 
@@ -579,21 +602,29 @@ def _store(tx: Tx, rec: NewEnvelope, payload_rel: str | None, inline_limit: int,
     else:  # an earlier copy's bytes may have been retired: this document brings them back
         c.execute("UPDATE payloads SET data = ? WHERE sha256 = ? AND data IS NULL "
                   "AND path IS NULL", (inline, rec.sha256))
+    _check_not_revoked(tx, rec)
     c.execute("INSERT INTO envelopes (id, kind, sender, dedup_key, document_id, sha256, size, "
-              "subject, code, status_code, response_for, signature, origin, received_at) "
-              "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+              "subject, code, status_code, response_for, signature, origin, received_at, "
+              "irregularities) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
               (rec.id, rec.kind, rec.sender, rec.dedup_key, rec.document_id, rec.sha256, rec.size,
                rec.subject, rec.code, rec.status_code, rec.response_for,
-               json.dumps(rec.signature, ensure_ascii=False), rec.origin, tx.now))
+               json.dumps(rec.signature, ensure_ascii=False), rec.origin, tx.now,
+               json.dumps(rec.irregularities, ensure_ascii=False)))
     c.executemany("INSERT INTO deliveries (envelope_id, recipient, route, state, next_attempt_at, "
                   "expires_at, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
                   [(rec.id, d.recipient, d.route, State.QUEUED.value, tx.now, tx.now + lifetime,
                     tx.now, tx.now) for d in rec.deliveries])
     recipients = [{"organ": d.recipient, "route": d.route} for d in rec.deliveries]
+    extra: dict[str, Any] = {}
+    if rec.irregularities:
+        extra["irregularities"] = rec.irregularities
+    if rec.links:
+        extra["links"] = [{"type": link.type, "id": link.to_id} for link in rec.links]
     accepted = tx.event("accepted", message_id=rec.id, organ=rec.sender, state=State.QUEUED.value,
                         kind_of=rec.kind, document_id=rec.document_id, sha256=rec.sha256,
                         size=rec.size, recipients=recipients,
-                        signature=rec.signature.get("result"), origin=rec.origin)
+                        signature=rec.signature.get("result"), origin=rec.origin, **extra)
+    added = _links(tx, rec, accepted.id, lifetime)
     receipt_id = None
     if rec.receipt is not None:
         receipt_id, at, xml = rec.receipt
@@ -611,7 +642,43 @@ def _store(tx: Tx, rec: NewEnvelope, payload_rel: str | None, inline_limit: int,
                   (s.status_code, tx.now, s.envelope_id, s.organ))
         tx.event("status_received", message_id=s.envelope_id, organ=s.organ,
                  status_code=s.status_code, status_message_id=rec.id, description=s.description)
-    return StoreResult(rec.id, True, recipients, receipt_id)
+    return StoreResult(rec.id, True, recipients, receipt_id, added)
+
+
+def _check_not_revoked(tx: Tx, rec: NewEnvelope) -> None:
+    for link in rec.links:
+        row = tx.conn.execute("SELECT from_id FROM links WHERE to_id = ? AND type = 'revokes'",
+                              (link.to_id,)).fetchone()
+        if row is not None:
+            raise ConflictError(f"document {link.to_id} was revoked by {row[0]}: it can be "
+                                f"neither revoked, updated nor replaced any more",
+                                code="document_revoked",
+                                details={"id": link.to_id, "revoked_by": row[0]})
+
+
+def _links(tx: Tx, rec: NewEnvelope, event_id: int, lifetime: float) -> list[dict[str, str]]:
+    """The new document's links, a ``linked`` event on each document acted on,
+    and the deliveries of those documents it adds (``delivery_added`` events)."""
+    c = tx.conn
+    for link in rec.links:
+        c.execute("INSERT INTO links (from_id, type, to_id, event_id, detail) VALUES (?,?,?,?,?)",
+                  (rec.id, link.type, link.to_id, event_id,
+                   json.dumps(link.detail, ensure_ascii=False)))
+        tx.event("linked", message_id=link.to_id, organ=rec.sender, type=LINK_TYPES[link.type],
+                 by=rec.id, document_id=rec.document_id)
+    added = []
+    for d in rec.added_deliveries:
+        cur = c.execute("INSERT OR IGNORE INTO deliveries (envelope_id, recipient, route, state, "
+                        "next_attempt_at, expires_at, created_at, updated_at) "
+                        "VALUES (?,?,?,?,?,?,?,?)",
+                        (d.envelope_id, d.recipient, d.route, State.QUEUED.value, tx.now,
+                         tx.now + lifetime, tx.now, tx.now))
+        if cur.rowcount != 1:
+            continue  # the recipient has it already
+        tx.event("delivery_added", message_id=d.envelope_id, delivery_id=cur.lastrowid,
+                 organ=d.recipient, state=State.QUEUED.value, route=d.route, by=rec.id)
+        added.append({"organ": d.recipient, "route": d.route, "id": d.envelope_id})
+    return added
 
 
 def _ack(tx: Tx, organ: str, message_id: str) -> str:

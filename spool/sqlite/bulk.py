@@ -57,7 +57,8 @@ def load_backlog(db: Path, rows: Iterable[tuple[tuple[Any, ...], tuple[Any, ...]
                          "VALUES (?,?,?,?,?,?,?,?)", dlvs)
         conn.executemany("INSERT INTO events (id, at, kind, message_id, delivery_id, organ, state, "
                          "detail, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?)", evs)
-        envs.clear(), dlvs.clear(), evs.clear(), pays.clear()
+        for rows_of in (envs, dlvs, evs, pays):
+            rows_of.clear()
 
     for env, dlv, ev in rows:
         if own_payloads:

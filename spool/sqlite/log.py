@@ -6,7 +6,9 @@ writer.  Kept apart from ``spool.sqlite.backend`` so each file stays readable.
 """
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Sequence
+import asyncio
+
+from typing import Any, Callable, Sequence
 
 from spool.base import (CheckpointRow, EventQuery, ReceiptDoc, ReceiptQuery, ReceiptRow,
                         ReceiptSource, ReceiptValues, StateChange)
@@ -17,9 +19,11 @@ _RECEIPT_SELECT = ("SELECT r.rowid AS seq, r.id, r.message_id, r.event, r.sender
                    "r.state, r.business_status, r.at, e.sha256, "
                    "json_extract(e.signature, '$.result') AS sig "
                    "FROM receipts r LEFT JOIN envelopes e ON e.id = r.message_id")
-#: An agency's receipts: documents it sent or received (SQL, not a filter afterwards).
-_VISIBLE = ("(r.sender = ? OR r.recipient = ? OR r.message_id IN "
-            "(SELECT envelope_id FROM deliveries WHERE recipient = ?))")
+#: An agency's receipts (SQL, not a filter afterwards): every receipt of the
+#: documents it sent, the receipts of its own deliveries and statuses, and the
+#: acceptance receipt of a document addressed to it; never a co-recipient's.
+_VISIBLE = ("(r.sender = ? OR r.recipient = ? OR (r.recipient IS NULL AND r.message_id IN "
+            "(SELECT envelope_id FROM deliveries WHERE recipient = ?)))")
 
 
 def _marks(items: Sequence[Any]) -> str:
@@ -28,13 +32,17 @@ def _marks(items: Sequence[Any]) -> str:
 
 class LogMixin:
     # provided by SqliteSpool
-    async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
-    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
-    def write(self, fn: Callable[[Tx], Any], *, announced: bool = False) -> Awaitable[Any]: ...
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        raise NotImplementedError  # provided by SqliteSpool
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        raise NotImplementedError  # provided by SqliteSpool
+    def write(self, fn: Callable[[Tx], Any], *, announced: bool = False) -> "asyncio.Future[Any]":
+        raise NotImplementedError  # provided by SqliteSpool
 
     # -- events ------------------------------------------------------------------
     async def query_events(self, query: EventQuery) -> list[Event]:
-        where, params = ["id > ?"], [query.get("after", 0)]
+        where: list[str] = ["id > ?"]
+        params: list[Any] = [query.get("after", 0)]
         for key, sql in (("upto", "id <= ?"), ("since", "at >= ?"), ("until", "at < ?"),
                          ("organ", "organ = ?"), ("message_id", "message_id = ?"),
                          ("state", "state = ?")):
@@ -102,7 +110,8 @@ class LogMixin:
         await self.write(op)
 
     async def receipts(self, query: ReceiptQuery) -> list[ReceiptRow]:
-        where, params = ["r.rowid > ?"], [query.get("after", 0)]
+        where: list[str] = ["r.rowid > ?"]
+        params: list[Any] = [query.get("after", 0)]
         if query.get("visible_to"):
             where.append(_VISIBLE)
             params += [query["visible_to"]] * 3

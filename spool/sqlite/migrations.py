@@ -148,6 +148,22 @@ MIGRATIONS: tuple[str | tuple[str, ...], ...] = (
     ALTER TABLE deliveries ADD COLUMN lease_until REAL;
     CREATE INDEX deliveries_lease ON deliveries(state, lease_until);
     """,
+    # 6: what the axis did to a document (irregularities, accepted and kept with
+    # it), and the links of business documents: a revocation, update or
+    # replacement to the documents it acts on, committed with the new envelope.
+    """
+    ALTER TABLE envelopes ADD COLUMN irregularities TEXT NOT NULL DEFAULT '[]';
+    CREATE TABLE links (
+        id        INTEGER PRIMARY KEY,
+        from_id   TEXT NOT NULL REFERENCES envelopes(id),  -- the revocation, update, replacement
+        type      TEXT NOT NULL,                           -- revokes | updates | replaces
+        to_id     TEXT NOT NULL REFERENCES envelopes(id),  -- the document it acts on
+        event_id  INTEGER NOT NULL,                        -- from_id's accepted event
+        detail    TEXT NOT NULL DEFAULT '{}',              -- JSON: an update's receivers
+        UNIQUE (from_id, type, to_id)
+    );
+    CREATE INDEX links_to ON links(to_id);
+    """,
 )
 
 

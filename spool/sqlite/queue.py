@@ -7,8 +7,10 @@ retention.  Kept apart from ``spool.sqlite`` so each file stays readable.
 """
 from __future__ import annotations
 
+import asyncio
+
 import logging
-from typing import Any, Awaitable, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from spool.base import DeliveryRow
 from spool.sqlite.tx import Tx, transition
@@ -29,8 +31,10 @@ class QueueMixin:
     # provided by SqliteSpool
     node_id: str
     clock: Callable[[], float]
-    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
-    def write(self, fn: Callable[[Tx], Any], *, announced: bool = False) -> Awaitable[Any]: ...
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        raise NotImplementedError  # provided by SqliteSpool
+    def write(self, fn: Callable[[Tx], Any], *, announced: bool = False) -> "asyncio.Future[Any]":
+        raise NotImplementedError  # provided by SqliteSpool
 
     async def due(self, now: float, routes: Sequence[str], limit: int) -> list[DeliveryRow]:
         """Deliveries ready for an attempt on ``routes``, oldest promise first."""
@@ -107,7 +111,8 @@ class QueueMixin:
                     message_id: str | None = None, after: int = 0,
                     limit: int = 100) -> list[DeliveryRow]:
         """The operator's view (``mailq``): one row per delivery, filters optional."""
-        where, params = ["d.id > ?"], [after]
+        where: list[str] = ["d.id > ?"]
+        params: list[Any] = [after]
         if states:
             where.append(f"d.state IN ({','.join('?' * len(states))})")
             params.extend(states)

@@ -28,7 +28,8 @@ class Chain:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         row = conn.execute("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
-        self.id, self.hash = (row[0], row[1]) if row is not None else (0, GENESIS_HASH)
+        self.id: int = row[0] if row is not None else 0
+        self.hash: str = row[1] if row is not None else GENESIS_HASH
 
 
 class Tx:

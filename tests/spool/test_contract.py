@@ -25,7 +25,7 @@ from hub.errors import ConflictError, HubError, NotFoundError, SpoolError
 from spool.base import Spool
 from spool.chain import GENESIS_HASH, event_hash
 from spool.ids import new_message_id
-from spool.records import NewDelivery, NewEnvelope, StatusRecord
+from spool.records import AddedDelivery, NewDelivery, NewEnvelope, NewLink, StatusRecord
 from spool.states import State
 
 INLINE_LIMIT = 1024       #: payloads above this are files
@@ -714,6 +714,50 @@ async def test_find_documents_and_deliveries(sp, clock):
     assert await sp.deliveries("nope") == []
     assert await sp.has_delivery(a.id, "R2") and not await sp.has_delivery(a.id, "S")
     assert await sp.has_delivery(st.id, "S")
+
+
+# -- links (revocations, updates, replacements) and irregularities ------------------------------
+
+async def test_links_and_added_deliveries_commit_with_the_new_envelope(sp):
+    orig = await sp.store(edoc(b"<orig/>", "O", recipients=("R1",)))
+    upd = edoc(b"<upd/>", "U", recipients=("R1", "R2"))
+    upd.irregularities = [{"code": "extra_trace_headers", "message": "relayed", "path": None}]
+    upd.links = [NewLink("updates", orig.id, {"added": ["R3", "R1"], "removed": ["R2"]})]
+    # R1 has the original already: no second delivery of it
+    upd.added_deliveries = [AddedDelivery(orig.id, "R3", "mailbox"),
+                            AddedDelivery(orig.id, "R1", "mailbox")]
+    got = await sp.store(upd)
+    assert got.added == [{"organ": "R3", "route": "mailbox", "id": orig.id}]
+    assert [d["recipient"] for d in await sp.deliveries(orig.id)] == ["R1", "R3"]
+    assert (await sp.envelope(upd.id))["irregularities"] == upd.irregularities
+    assert (await sp.envelope(orig.id))["irregularities"] == []
+    links = await sp.links_of([orig.id, upd.id, "nope"])
+    (back,) = links[orig.id]
+    (fwd,) = links[upd.id]
+    assert (back["type"], back["id"], back["document_id"]) == ("updated_by", upd.id, "U")
+    assert (fwd["type"], fwd["id"], fwd["document_id"]) == ("updates", orig.id, "O")
+    assert fwd["detail"] == back["detail"] == {"added": ["R3", "R1"], "removed": ["R2"]}
+    assert links["nope"] == []
+    (accepted,) = await sp.events(kinds=["accepted"], message_id=upd.id)
+    assert fwd["event_id"] == accepted.id
+    assert accepted.detail["links"] == [{"type": "updates", "id": orig.id}]
+    assert [e.kind for e in await sp.events(message_id=orig.id, kinds=["linked", "delivery_added"])] \
+        == ["linked", "delivery_added"]
+    assert await sp.links(orig.id) == links[orig.id]
+
+
+async def test_a_revoked_document_takes_no_further_link(sp):
+    orig = await sp.store(edoc(b"<o/>", "O"))
+    rev = edoc(b"<r/>", "R")
+    rev.links = [NewLink("revokes", orig.id)]
+    await sp.store(rev)
+    again = edoc(b"<r2/>", "R2")
+    again.links = [NewLink("updates", orig.id)]
+    with pytest.raises(ConflictError) as caught:
+        await sp.store(again)
+    assert caught.value.code == "document_revoked"
+    assert await sp.find_document("S", "R2") is None  # nothing of it committed
+    assert [link["type"] for link in await sp.links(orig.id)] == ["revoked_by"]
 
 
 # -- receipts ----------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ recipient (B), its co-recipient (C), an unrelated one (X); a relay bound to
 the ``provincial`` route; the hub's operator, auditor and admin.  Every
 caller is tried on real data: a document A → B, C, a status B → A about
 it, a document the relay brought in from a provincial department for A, and
-their receipts; each ``{id}`` is a real id of the right kind.
+receipts (the acceptance, which every party reads, and one about B, which
+the co-recipient C may not read); each ``{id}`` is a real id of the right kind.
 
 The rules (DESIGN "Roles"): an agency only its own documents, inbox and
 receipts; a relay only what concerns the organisations its route speaks
@@ -59,6 +60,7 @@ TABLE: dict[str, tuple[str, str | None, int]] = {
     "POST /v1/queue/{id}/retry": ("operator", None, 200),
     "POST /v1/queue/{id}/drop": ("operator", None, 200),
     "GET /v1/events": ("operator auditor", None, 200),
+    "GET /v1/adapters": ("operator auditor", None, 200),
     "GET /v1/receipts": ("agency operator auditor", "list", 200),
     "GET /v1/receipts/{id}": ("agency operator auditor", "party", 200),
     "GET /v1/hub/certificate": ("*", None, 200),
@@ -99,8 +101,9 @@ CALLERS = (
 
 
 def parties(data: "Data", caller: Caller, target: str) -> bool:
-    """Is ``caller`` a party of ``target`` (a message id, or the receipt about ``doc``)?"""
-    target = data.doc if target == data.receipt else target
+    """Is ``caller`` a party of ``target`` (a message id, or a receipt id)?"""
+    if target in data.receipts:
+        return caller.role != "relay" and caller.organ in data.receipts[target]
     if caller.role == "relay":
         return target == data.relayed
     return caller.organ in data.party[target]
@@ -128,7 +131,9 @@ class Data:
     doc: str = ""                   #: A → B, C
     status: str = ""                #: B → A, about doc
     relayed: str = ""               #: SO_NOIVU (by the relay) → A
-    receipt: str = ""               #: a receipt about doc's delivery to B
+    #: receipts about doc -> who of its parties may read each: its acceptance (every
+    #: party), B's business status about it (A and B, never the co-recipient C)
+    receipts: dict[str, set[str]] = dataclasses.field(default_factory=dict)
     party: dict[str, set[str]] = dataclasses.field(default_factory=dict)
     recipients: dict[str, set[str]] = dataclasses.field(default_factory=dict)
     kind: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -185,10 +190,13 @@ class World:
         env = await self.hub.spool.envelope(d.doc)
         await self.post(samples.status(B, A, env["document_id"], "01"), CALLERS[2])
 
-        async def receipt() -> str | None:
+        async def receipts() -> list | None:
             rows = await self.hub.spool.receipts({"message_id": d.doc, "after": 0, "limit": 100})
-            return next((r["id"] for r in rows if r["recipient"] == B), None)
-        d.receipt = await eventually(receipt, what="a receipt about the delivery to B")
+            accepted = [r["id"] for r in rows if r["recipient"] is None]
+            of_b = [r["id"] for r in rows if r["recipient"] == B]
+            return (accepted[:1] + of_b[:1]) if accepted and of_b else None
+        accepted, of_b = await eventually(receipts, what="receipts of doc: accepted, and B's")
+        d.receipts = {accepted: {A, B, C}, of_b: {A, B}}
 
     async def target_for(self, op: str, caller: Caller, which: str) -> str | None:
         """The id to put in the path: the shared document or a fresh one for an
@@ -196,8 +204,6 @@ class World:
         method, path = op.split(" ", 1)
         if "{id}" not in path:
             return None
-        if path.startswith("/v1/receipts/"):
-            return self.data.receipt
         if method == "GET":
             return which
         target = await self.fresh(self.data.kind[which])
@@ -298,7 +304,9 @@ async def test_the_matrix(client, hub):
             variants: list[tuple[str | None, bool]]
             if scope == "sender":
                 variants = [(None, True), (None, False)]
-            elif "{id}" in op and not op.startswith("GET /v1/receipts/"):
+            elif op == "GET /v1/receipts/{id}":
+                variants = [(rid, True) for rid in data.receipts]
+            elif "{id}" in op:
                 variants = [(data.doc, True), (data.status, True), (data.relayed, True)]
             else:
                 variants = [(data.doc, True)]

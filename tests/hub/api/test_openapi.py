@@ -33,3 +33,24 @@ async def test_every_operation_documents_its_errors(client):
             assert op["responses"], (method, path)
             if op.get("security"):
                 assert "401" in op["responses"], (method, path)
+
+
+async def test_the_envelope_view_is_documented(client, auth):
+    from hub.edxml import samples
+    from support import MAU_A, VP_UBND, submit
+    spec = await (await client.get("/v1/openapi.json")).json()
+    schema = spec["components"]["schemas"]["EnvelopeView"]
+    orig = await submit(client, auth, MAU_A, samples.edoc(MAU_A, [VP_UBND], 1))
+    upd = await submit(client, auth, MAU_A, samples.edoc(
+        MAU_A, [VP_UBND], 2, business_type=2, business_document_id=orig["document_id"],
+        receivers=[(VP_UBND, False)], empty_response_for=True))
+    view = await (await client.get(f"/v1/envelopes/{orig['id']}", headers=auth(MAU_A))).json()
+    assert set(view) == set(schema["properties"]) == set(schema["required"])
+    assert view["standing"] in schema["properties"]["standing"]["enum"]
+    link_schema = spec["components"]["schemas"]["Link"]
+    (link,) = view["links"]
+    assert set(link) <= set(link_schema["properties"]) and link["type"] in \
+        link_schema["properties"]["type"]["enum"]
+    mine = await (await client.get(f"/v1/envelopes/{upd['id']}", headers=auth(MAU_A))).json()
+    (note,) = mine["irregularities"]
+    assert set(note) == set(spec["components"]["schemas"]["Irregularity"]["properties"])

@@ -68,4 +68,4 @@ def test_an_unknown_id_is_named(live_server):
                           str(data), "--url", base], cwd=REPO, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 1 and "Traceback" not in out.stderr
-    assert "not_found: no message 01NOSUCH in the spool" in out.stderr
+    assert "not_found: no message id or DocumentId '01NOSUCH' in the spool" in out.stderr

@@ -29,7 +29,7 @@ def test_help_lists_the_commands():
 
 def test_directory_list(tmp_path):
     rows = json.loads(lienthong("directory", "list", "--json", "--data", str(tmp_path)).stdout)
-    assert len(rows) == 128
+    assert len(rows) == 136  # 128 organisations and the 8 peer hubs
     assert sum(r["route"] == "mailbox" for r in rows) == 76
     text = lienthong("directory", "list", "--kind", "department").stdout
     assert text.count("provincial") == 41 and "-- 41 organisations" in text

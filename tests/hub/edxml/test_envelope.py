@@ -12,7 +12,7 @@ from lxml import etree
 from hub.edxml import envelope as edxml
 
 from hub.edxml import xmlsafe
-from hub.edxml.envelope import Envelope, ResponseFor, Trace
+from hub.edxml.envelope import Business, Envelope, Receiver, ResponseFor, Trace
 from hub.errors import ValidationError
 
 from support import SAMPLES, public_sample  # noqa: E402
@@ -111,7 +111,9 @@ def test_edoc_update() -> None:
         business_doc_type=2, status_code=None, description=None, timestamp=None,
         response_for=[], priority=0, steering_type=1,
         traces=[Trace("000.00.00.G22", datetime(2018, 9, 28, 0, 0, 0))],
-        signatures=["legacy"], attachments=1)
+        signatures=["legacy"], attachments=1,
+        business=Business(2, "000.00.00.G22,2014/02/30,7806/VPCP-TTĐT", "Cập nhật văn bản điện tử",
+                          [Receiver("000.00.00.H41", False), Receiver("000.00.00.H14", True)], []))
 
 
 def test_edoc_new_lenient() -> None:

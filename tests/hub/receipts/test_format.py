@@ -15,6 +15,7 @@ from hub.crypto.keys import HubKeys, init_dev_keys, issue_cert, load_hub_keys, m
 from hub.receipts.format import (
     RNS,
     ReceiptFields,
+    ReceiptLink,
     build_receipt,
     build_receipts,
     canonical_body,
@@ -169,3 +170,24 @@ def test_canonical_body_golden(name: str) -> None:
     if os.environ.get("UPDATE_GOLDEN"):
         ref.write_bytes(got)
     assert got == ref.read_bytes()
+
+
+REVOKED = dataclasses.replace(
+    DELIVERED, receipt_id="rcpt-01HXA5K3J8Q4", standing="revoked",
+    links=(ReceiptLink("revoked_by", "msg-01HXA5K3J8Q9", "000.01.48.H63,2024/05/02,126/UBND-VP"),
+           ReceiptLink("updated_by", "msg-01HXA5K3J8QA", None)))
+
+
+def test_standing_and_links_round_trip(hub_keys: HubKeys) -> None:
+    xml = build_receipt(REVOKED, hub_keys)
+    assert verify_receipt(xml, hub_keys.cert) == REVOKED
+    assert b"<Standing>revoked</Standing><Link " in xml
+    # and a receipt without them (every receipt before them) is unchanged
+    assert b"Standing" not in build_receipt(DELIVERED, hub_keys)
+
+
+def test_unknown_standing_or_link_type_is_never_signed(hub_keys: HubKeys) -> None:
+    with pytest.raises(ValueError):
+        build_receipt(dataclasses.replace(REVOKED, standing="gone"), hub_keys)
+    with pytest.raises(ValueError):
+        build_receipt(dataclasses.replace(REVOKED, links=(ReceiptLink("eats", "m"),)), hub_keys)

@@ -149,12 +149,15 @@ async def test_agencies_see_only_receipts_of_their_documents(client, auth, signe
     assert (await listing(client, auth(MAU_A), document=other["id"]))["items"] == []
     await receipt_xml(client, auth(MAU_A), f"{other['id']}.accepted", status=403)
 
-    # a recipient sees the receipts of what it received, the acceptance included
-    got = await listing(client, auth(VP_UBND), document=sent["id"])
-    assert [i["id"] for i in got["items"]] == [i["id"] for i in mine]
-    await receipt_xml(client, auth(VP_UBND), f"{sent['id']}.accepted")
-    # so does the department the delivery failed to
-    assert len((await listing(client, auth(SO_NOIVU), document=sent["id"]))["items"]) == 5
+    # a recipient sees the acceptance and the receipts of its own delivery and
+    # statuses, never a co-recipient's (issue 12.8)
+    for organ in (VP_UBND, SO_NOIVU):
+        got = await listing(client, auth(organ), document=sent["id"])
+        assert [i["id"] for i in got["items"]] == \
+            [i["id"] for i in mine if i["recipient"] in (None, organ)]
+        await receipt_xml(client, auth(organ), f"{sent['id']}.accepted")
+        for other_receipt in (i for i in mine if i["recipient"] not in (None, organ)):
+            await receipt_xml(client, auth(organ), other_receipt["id"], status=403)
 
     # auditors, operators and admins see everything
     for role in ("auditor", "operator", "admin"):
