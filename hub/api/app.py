@@ -25,7 +25,8 @@ from hub.node import open_hub
 from hub.errors import ForbiddenError, NotFoundError, PayloadCorruptError, ValidationError
 from hub.quarantine import quarantine
 from hub.api.base import (HUB, XML_TYPES, errors_middleware, fit_page, hub_of, identity,
-                          int_param, iso, json_response, read_body, resolve_document)
+                          int_param, iso, json_response, read_body, resolve_document,
+                          speaks_for)
 from spool.payloads import LARGE, SpooledBody
 from spool.records import standing
 from spool.states import State
@@ -65,14 +66,15 @@ async def get_envelope(request: web.Request) -> web.Response:
     if env is None:
         raise NotFoundError(f"no envelope {message_id}")
     deliveries = await hub.spool.deliveries(message_id)
-    recipients = {d["recipient"] for d in deliveries}
-    if not ident.may_see(env["sender"], *recipients):
-        raise ForbiddenError(f"envelope {message_id} is not yours")
-    if ident.role == "agency" and ident.organ != env["sender"]:
-        deliveries = [d for d in deliveries if d["recipient"] == ident.organ]
-    statuses = await hub.spool.statuses(message_id)
-    if ident.role == "agency" and ident.organ != env["sender"]:
-        statuses = [s for s in statuses if s["organ"] == ident.organ]
+    # A party sees it: its sender, or a recipient (who sees only its own rows).
+    if not speaks_for(hub, ident, env["sender"]):
+        deliveries = [d for d in deliveries if speaks_for(hub, ident, d["recipient"])]
+        if not deliveries:
+            raise ForbiddenError(f"envelope {message_id} is not yours")
+        mine = {d["recipient"] for d in deliveries}
+        statuses = [s for s in await hub.spool.statuses(message_id) if s["organ"] in mine]
+    else:
+        statuses = await hub.spool.statuses(message_id)
     links = await hub.spool.links(message_id)
     return json_response(envelope_view(env, deliveries, statuses, links))
 
