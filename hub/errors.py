@@ -122,6 +122,14 @@ class BackpressureError(SpoolError):
     http_status = 503
 
 
+class PayloadCorruptError(HubError):
+    """Raised when a payload file's bytes no longer hash to the SHA-256 they were stored
+    under (a disk or an operator changed them): never served, never delivered."""
+
+    code = "payload_corrupt"
+    http_status = 500
+
+
 class ConfigError(HubError):
     """Raised when a configuration file or directory entry is invalid."""
 

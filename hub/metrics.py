@@ -86,6 +86,8 @@ class Metrics:
         self.statuses: Counter[str] = Counter()
         self.attempts: Counter[tuple[str, str]] = Counter()
         self.latency: dict[str, Histogram] = {}
+        #: Payload files found corrupt when read, by where (delivery, inbox, door).
+        self.corrupt: Counter[str] = Counter()
         self.last_event_id = 0
 
     def observe(self, events: list[Event]) -> None:
@@ -103,6 +105,8 @@ class Metrics:
                 self.statuses[str(ev.detail.get("status_code", "unknown"))] += 1
             elif ev.kind == "state":
                 self._state(ev)
+            elif ev.kind == "payload_corrupt":
+                self.corrupt[str(ev.detail.get("where", "unknown"))] += 1
 
     def _state(self, ev: Event) -> None:
         route = str(ev.detail.get("route", "unknown"))
@@ -182,6 +186,10 @@ def counter_families(out: Exposition, m: Metrics, spool: Any) -> None:
                "Seconds from acceptance (the message id's timestamp) to delivered, by route"
                + _SINCE,
                [s for r, h in sorted(m.latency.items()) for s in h.samples((("route", r),))])
+    out.family("lienthong_payloads_corrupt_total", "counter",
+               "Payload files whose bytes no longer hashed to their SHA-256 when read, by where "
+               "(delivery, inbox, door); each quarantined a delivery (state corrupt)" + _SINCE,
+               _by("where", m.corrupt))
     out.family("lienthong_spool_commits_total", "counter",
                "Group commits (durable transactions) of the spool writer" + _SINCE,
                _one(spool.batches))

@@ -6,7 +6,8 @@ the adapters.  The database holds every state; timers only wake scans.
 States (``spool.states``): ``queued``/``deferred`` → ``active`` (leased by
 one guarded update) → ``delivered`` | ``deferred`` | ``failed``.  Operators
 move deliveries to and from ``hold``; deliveries active during
-``crash_limit`` unclean stops go to ``corrupt``.
+``crash_limit`` unclean stops go to ``corrupt``, and so do deliveries whose
+payload file no longer hashes to its digest (``hub.quarantine``).
 
 Strategies
     * Concurrency: at most ``destination_concurrency`` attempts per route and
@@ -44,8 +45,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from adapters.base import Adapter, DeliveryRequest, Outcome, Verdict
 from hub.context import HubContext
-from hub.errors import PermanentDeliveryError, TemporaryDeliveryError
+from hub.errors import PayloadCorruptError, PermanentDeliveryError, TemporaryDeliveryError
 from hub.health import RouteHealth
+from hub.quarantine import quarantine
 from spool.base import DeliveryRow
 from spool.payloads import LARGE
 from spool.states import State
@@ -188,6 +190,11 @@ class QueueManager:
                                   row["document_id"])
             outcome = await self._call(adapter, req)
             await self._settle(row, outcome)
+        except PayloadCorruptError as exc:
+            # Not the destination's failure (it was never called): no route health.
+            await quarantine(self.hub, exc, delivery_id=row["id"], message_id=row["envelope_id"],
+                             organ=row["recipient"], expected=(State.ACTIVE,), where="delivery",
+                             owned_by=self.hub.spool.node_id)
         except Exception:
             # The lease stays until it expires; the next sweep reclaims it.
             log.exception("%s delivery %d to %s: settling failed; its lease is reclaimed when "

@@ -20,12 +20,15 @@ import os
 import secrets
 from pathlib import Path
 
+from hub.errors import PayloadCorruptError, SpoolError
 from hub.private import FILE_MODE, private_dir
 
 
 #: Bodies larger than this are handled as files, never whole in memory: an
 #: upload is streamed to disk, a delivery is sent from its payload file.
 LARGE = 8 << 20
+#: Files are read (hashed, streamed) in pieces of this size.
+CHUNK = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,13 +66,18 @@ class BodyWriter:
         self._hash.update(data)
         self.size += len(data)
         view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            raise _write_failed(self.path.name, exc) from exc
 
     def finish(self) -> SpooledBody:
         """Durable on disk (fsync) before anyone is told it was accepted."""
         try:
             os.fsync(self._fd)
+        except OSError as exc:
+            raise _write_failed(self.path.name, exc) from exc
         finally:
             os.close(self._fd)
         return SpooledBody(self.path, self.size, self._hash.hexdigest())
@@ -100,19 +108,26 @@ class PayloadStore:
         final = self.root / rel
         if _already_there(final, len(data)):
             return rel
-        private_dir(final.parent)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-        _fsync_dir(final.parent)
+            private_dir(final.parent)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            # A full disk (or a failing one): nothing half-written stays behind to
+            # hold space, and the sender is told to try again (503), not "internal error".
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise _write_failed(rel, exc) from exc
         return rel
 
     def adopt(self, body: SpooledBody) -> str:
@@ -127,8 +142,25 @@ class PayloadStore:
         _fsync_dir(final.parent)
         return rel
 
-    def get(self, rel: str) -> bytes:
-        return (self.root / rel).read_bytes()
+    def get(self, rel: str, sha256: str | None = None) -> bytes:
+        """The file's bytes; with ``sha256``, checked against it as they are read
+        (``PayloadCorruptError`` when the file no longer hashes to it)."""
+        data = (self.root / rel).read_bytes()
+        if sha256 is not None:
+            _check(rel, sha256, hashlib.sha256(data).hexdigest(), len(data))
+        return data
+
+    def verify(self, rel: str, sha256: str) -> Path:
+        """The file's path after reading it through once, in ``CHUNK`` pieces, and
+        checking its SHA-256 (``PayloadCorruptError`` if it does not match)."""
+        path = self.root / rel
+        digest, size = hashlib.sha256(), 0
+        with open(path, "rb") as f:
+            while piece := f.read(CHUNK):
+                digest.update(piece)
+                size += len(piece)
+        _check(rel, sha256, digest.hexdigest(), size)
+        return path
 
     def remove(self, rel: str) -> None:
         try:
@@ -153,6 +185,18 @@ class PayloadStore:
                 except FileNotFoundError:
                     pass
         return removed
+
+
+def _write_failed(rel: str, exc: OSError) -> SpoolError:
+    return SpoolError(f"the spool could not write payload {rel}: {exc.strerror or exc}",
+                      details={"errno": exc.errno})
+
+
+def _check(rel: str, sha256: str, found: str, size: int) -> None:
+    if found != sha256:
+        raise PayloadCorruptError(
+            f"payload file {rel} is corrupt: its {size} bytes hash to {found[:16]}…, "
+            f"not to the SHA-256 it was stored under", details={"sha256": sha256, "path": rel})
 
 
 def _already_there(final: Path, size: int) -> bool:

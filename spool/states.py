@@ -10,6 +10,29 @@
 Deliveries on the ``mailbox`` route are pulled by their recipient: they wait
 in ``queued`` until the recipient acknowledges them (``delivered``).
 A change of state is one guarded update (``WHERE id = ? AND state = ?``).
+
+Every move there is (a ``state`` event of the log names the new state; the
+old one is the delivery's previous ``state`` event, or ``queued`` when its
+document was accepted).  tests/hub/test_delivery_machine.py reads this list
+and checks the log of random runs against it:
+
+    queued   -> active      leased for an attempt
+    queued   -> delivered   acknowledged by the mailbox owner
+    queued   -> queued      retried by an operator (due now)
+    queued   -> hold        held by an operator
+    queued   -> failed      dropped by an operator, or maximal_lifetime passed
+    active   -> delivered   the adapter delivered it
+    active   -> deferred    the adapter answered defer
+    active   -> failed      the adapter refused it permanently
+    active   -> queued      the lease handed back (clean stop), taken back after it
+                            expired, or recovered after an unclean stop
+    active   -> corrupt     recovered after its ``crash_limit``-th unclean stop
+    deferred -> active      leased again once its backoff elapsed
+    deferred -> queued      retried by an operator
+    deferred -> hold        held by an operator
+    deferred -> failed      dropped by an operator, or maximal_lifetime passed
+    hold     -> queued      released by an operator
+    hold     -> failed      dropped by an operator (held ones never expire)
 """
 from __future__ import annotations
 

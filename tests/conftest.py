@@ -17,6 +17,18 @@ from hub.config import build_settings
 
 from support import SAMPLES  # noqa: E402
 
+from hypothesis import settings as hsettings
+
+# Hypothesis profiles: "ci" (the default) is derandomized, so every run tries
+# the same examples and a failure reproduces; HYPOTHESIS_PROFILE=long runs
+# randomised and much longer, for local bug hunting (tests size themselves
+# from the profile where they set their own counts, e.g. the delivery machine).
+hsettings.register_profile("ci", derandomize=True, deadline=None, database=None,
+                           print_blob=True)
+hsettings.register_profile("long", derandomize=False, deadline=None, max_examples=1000,
+                           stateful_step_count=80, print_blob=True)
+hsettings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
 
 @pytest.fixture
 def clock() -> ManualClock:

@@ -117,6 +117,18 @@ def identity(request: web.Request, *roles: str) -> Identity:
     return ident
 
 
+def speaks_for(hub: HubContext, ident: Identity, organ: str | None) -> bool:
+    """Is ``organ`` one of the caller's own?  An agency's own is itself; a
+    relay's, the organisations its route speaks for; staff roles' (operator,
+    auditor, admin), every one."""
+    if ident.role == "agency":
+        return organ == ident.organ
+    if ident.role == "relay":
+        return organ is not None and ident.route is not None and \
+            hub.directory.may_speak_for(ident.route, organ)
+    return True
+
+
 _WRITE_EVERY = 1 << 20
 
 

@@ -243,7 +243,11 @@ def _keyinfo_certs(sig: etree._Element) -> list[x509.Certificate]:
     certs = []
     for el in texts[:_MAX_KEYINFO_CERTS]:
         try:
-            certs.append(x509.load_der_x509_certificate(base64.b64decode(el.text or "")))
+            cert = x509.load_der_x509_certificate(base64.b64decode(el.text or ""))
+            # cryptography parses these lazily: a malformed name or extension
+            # is refused here, not raised later from inside the trust store.
+            cert.subject, cert.issuer, cert.extensions  # noqa: B018
+            certs.append(cert)
         except ValueError as exc:
             raise SignatureRefused(f"unreadable X509Certificate in KeyInfo: {exc}") from None
     return certs

@@ -39,9 +39,11 @@ from hub.cleanup.accept import accept
 from hub.context import HubContext
 from hub.door.credentials import DoorSecrets
 from hub.door.refusals import RefusalLog
-from hub.errors import AuthError, ConflictError, HubError, NotFoundError
+from hub.errors import AuthError, ConflictError, HubError, NotFoundError, PayloadCorruptError
+from hub.quarantine import quarantine
 from hub.vxp.protocol import PREFIX, SIGN_HEADER, VN_TZ, VerifiedRequest, VxpAuthError, verify_request
 from spool.base import InboxRow, SentRow
+from spool.states import State
 
 #: Most items one list answer carries (the SDK has no paging: acknowledged
 #: items leave the mailbox, so the next call shows the next ones).
@@ -195,8 +197,13 @@ class Door:
 
     async def document(self, caller: Caller) -> bytes:
         """The original bytes of a mailbox item (getEdoc, downloadEdoc); marks it fetched."""
-        _doc_id, item = await self._mailbox_item(caller)
-        raw = await self.hub.spool.payload(item["sha256"])
+        doc_id, item = await self._mailbox_item(caller)
+        try:
+            raw = await self.hub.spool.payload(item["sha256"])
+        except PayloadCorruptError as exc:  # never the wrong bytes: quarantined, as the inbox does
+            await quarantine(self.hub, exc, delivery_id=item["id"], message_id=doc_id,
+                             organ=caller.organ, expected=(State.QUEUED,), where="door")
+            raise
         assert isinstance(raw, bytes)
         await self.hub.spool.mark_fetched(item["id"])
         return raw

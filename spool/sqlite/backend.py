@@ -452,7 +452,8 @@ class SqliteSpool(QueueMixin, LogMixin, Spool):
 
     async def payload(self, sha256: str, *, path_over: int | None = None) -> bytes | Path:
         """The payload's bytes; with ``path_over``, the file's path instead when
-        it is larger than that (read it, never change it)."""
+        it is larger than that (read it, never change it).  A payload file
+        whose bytes no longer hash to ``sha256`` raises ``PayloadCorruptError``."""
         row = await self._one("SELECT data, path, size FROM payloads WHERE sha256 = ?", (sha256,))
         if row is None:
             raise NotFoundError(f"payload {sha256} is not in the spool")
@@ -460,9 +461,12 @@ class SqliteSpool(QueueMixin, LogMixin, Spool):
             return bytes(row["data"])
         if row["path"] is None:
             raise NotFoundError(f"payload {sha256} was removed by retention")
+        # A file is checked against its digest on every read (a flipped bit on
+        # disk must never reach a recipient): hashed as it is read, or, for a
+        # file handed out by path, read through once before.
         if path_over is not None and row["size"] > path_over:
-            return self.payloads.root / row["path"]
-        return await asyncio.to_thread(self.payloads.get, row["path"])
+            return await asyncio.to_thread(self.payloads.verify, row["path"], sha256)
+        return await asyncio.to_thread(self.payloads.get, row["path"], sha256)
 
     async def inbox(self, organ: str, *, after: int = 0, limit: int = 100,
                     kind: str | None = None) -> list[InboxRow]:

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import hashlib
 import os
 import random
 import signal
-import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +31,9 @@ import aiohttp
 import pytest
 from serve import Served
 from support import AN_BINH, MAU_A, VP_UBND
+from traffic import Client, Doc, bounded, check_event_chain, open_ro
 
 from hub.edxml import samples
-from hub.auth import TokenAuthority, load_secret
-from spool.chain import GENESIS_HASH, event_hash
 
 pytestmark = pytest.mark.slow
 
@@ -81,32 +78,6 @@ def hub_server(tmp_path: Path) -> Iterator[Callable[[], Served]]:
 
 # -- documents and the client side ------------------------------------------------------------
 
-@dataclasses.dataclass
-class Doc:
-    """One document of the load and what the hub answered for it."""
-
-    number: int
-    sender: str
-    recipients: tuple[str, ...]
-    raw: bytes
-    status: int | None = None      #: HTTP status of the last answer (None: no answer)
-    id: str | None = None          #: message id the hub gave it
-    error: str | None = None       #: the client error when the request got no answer
-    body: Any = None
-
-    @property
-    def document_id(self) -> str:
-        return f"{self.sender},2026/11/20,{self.number}/UBND"
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.raw).hexdigest()
-
-    @property
-    def accepted(self) -> bool:
-        return self.status in (200, 202)
-
-
 def make_docs(count: int, seed: int = 48) -> list[Doc]:
     rnd = random.Random(seed)
     docs = []
@@ -117,78 +88,6 @@ def make_docs(count: int, seed: int = 48) -> list[Doc]:
         docs.append(Doc(number, sender, recipients,
                         samples.edoc(sender, recipients, number, size=size)))
     return docs
-
-
-class Client:
-    """The agencies' side: one session, tokens minted with the server's own secret."""
-
-    def __init__(self, http: aiohttp.ClientSession, base: str, data: Path) -> None:
-        self.http = http
-        self.base = base
-        authority = TokenAuthority(load_secret(data))
-        self._tokens = {organ: authority.issue(organ) for organ in (*COMMUNES, *OFFICES)}
-
-    def auth(self, organ: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._tokens[organ]}"}
-
-    async def submit(self, doc: Doc) -> None:
-        """POST the document; record the answer, or the error if the hub died first."""
-        doc.status = doc.id = doc.error = doc.body = None
-        try:
-            headers = {**self.auth(doc.sender), "Content-Type": XML}
-            async with self.http.post(f"{self.base}/v1/envelopes", data=doc.raw,
-                                      headers=headers) as resp:
-                body = await resp.json()
-                doc.status, doc.body = resp.status, body
-                doc.id = body.get("id") if isinstance(body, dict) else None
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            doc.status, doc.id = None, None
-            doc.error = type(exc).__name__
-
-    async def get_json(self, organ: str, path: str) -> Any:
-        async with self.http.get(f"{self.base}{path}", headers=self.auth(organ)) as resp:
-            body = await resp.json()
-            assert resp.status == 200, (path, organ, resp.status, body)
-            return body
-
-    async def inbox_ids(self, organ: str, limit: int = 100) -> list[str]:
-        """Every id in the organ's inbox, following ``next`` to the last page."""
-        ids: list[str] = []
-        path: str | None = f"/v1/inbox?limit={limit}"
-        pages = 0
-        while path is not None:
-            page = await self.get_json(organ, path)
-            ids.extend(item["id"] for item in page["items"])
-            path = page.get("next")
-            pages += 1
-            assert pages < 1000, f"inbox of {organ} does not end"
-        return ids
-
-    async def fetch_and_ack(self, organ: str, doc: Doc, acks: int = 1) -> None:
-        assert doc.id is not None
-        url = f"{self.base}/v1/inbox/{doc.id}"
-        async with self.http.get(url, headers=self.auth(organ)) as resp:
-            raw = await resp.read()
-            assert resp.status == 200, (organ, doc.id, resp.status, raw[:300])
-            assert raw == doc.raw, f"{doc.id}: {organ} got other bytes than {doc.sender} sent"
-            assert resp.headers["X-Lienthong-Sender"] == doc.sender
-        for _ in range(acks):
-            async with self.http.post(f"{self.base}/v1/inbox/{doc.id}/ack",
-                                      headers=self.auth(organ)) as resp:
-                body = await resp.json()
-                assert resp.status == 200, (organ, doc.id, resp.status, body)
-                assert body["state"] == "delivered", body
-
-
-async def bounded(jobs: Iterable[Awaitable[Any]], limit: int = CONCURRENCY) -> list[Any]:
-    """Run the jobs with at most ``limit`` at a time; the first failure propagates."""
-    sem = asyncio.Semaphore(limit)
-
-    async def one(job: Awaitable[Any]) -> Any:
-        async with sem:
-            return await job
-
-    return await asyncio.gather(*(one(j) for j in jobs))
 
 
 async def load_until_killed(client: Client, server: Served, docs: list[Doc]) -> None:
@@ -221,27 +120,6 @@ async def load_until_killed(client: Client, server: Served, docs: list[Doc]) -> 
 
 
 # -- the spool database, read from outside ------------------------------------------------------
-
-def open_ro(data: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(f"file:{data / 'spool.db'}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    return conn
-
-
-def check_event_chain(conn: sqlite3.Connection) -> int:
-    """Ids dense from 1, each row links to the one before, each hash recomputes."""
-    prev, count = GENESIS_HASH, 0
-    for count, r in enumerate(conn.execute("SELECT id, at, kind, message_id, delivery_id, organ, "
-                                           "state, detail, prev_hash, hash FROM events "
-                                           "ORDER BY id"), start=1):
-        assert r["id"] == count, f"event ids not dense: expected {count}, found {r['id']}"
-        assert r["prev_hash"] == prev, f"event {count}: prev_hash does not link to the one before"
-        digest = event_hash(prev, r["id"], r["at"], r["kind"], r["message_id"], r["delivery_id"],
-                            r["organ"], r["state"], r["detail"])
-        assert r["hash"] == digest, f"event {count}: hash does not recompute"
-        prev = r["hash"]
-    return count
-
 
 def snapshot(data: Path) -> dict[str, list[tuple[Any, ...]]]:
     conn = open_ro(data)

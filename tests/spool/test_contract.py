@@ -21,7 +21,7 @@ from typing import Any, AsyncIterator, Callable
 import pytest
 
 from hub.clock import ManualClock
-from hub.errors import ConflictError, HubError, NotFoundError, SpoolError
+from hub.errors import ConflictError, HubError, NotFoundError, PayloadCorruptError, SpoolError
 from spool.base import Spool
 from spool.chain import GENESIS_HASH, event_hash
 from spool.ids import new_message_id
@@ -575,6 +575,18 @@ async def test_payload_inline_and_file(sp):
     assert sp.payloads.path(sha(large)).read_bytes() == large
     with pytest.raises(NotFoundError):
         await sp.payload("0" * 64)
+
+
+async def test_payload_file_that_no_longer_hashes_is_refused(sp):
+    large = b"L" * 5000
+    await sp.store(edoc(large, "D-large"))
+    path = sp.payloads.path(sha(large))
+    path.write_bytes(b"l" + large[1:])   # one byte changed on disk, size kept
+    for path_over in (None, 1000):       # read as bytes, or handed out as a file
+        with pytest.raises(PayloadCorruptError) as caught:
+            await sp.payload(sha(large), path_over=path_over)
+        assert caught.value.code == "payload_corrupt"
+        assert caught.value.details["sha256"] == sha(large)
 
 
 async def test_retire_payloads_and_payload_paths(sp, clock):

@@ -254,3 +254,16 @@ def test_documents_with_big_attachments_are_written_like_tostring():
     dsig.write_document(root, out)
     assert out.getvalue() == etree.tostring(root, xml_declaration=True, encoding="UTF-8")
     assert etree.tostring(root) == etree.tostring(parse_xml(raw))  # the tree is as it was
+
+
+async def test_a_certificate_with_a_malformed_subject_is_refused_not_a_server_error(client, auth):
+    # Given: a hop-signed envelope whose KeyInfo certificate has a subject
+    # cryptography cannot parse (found by tests/fuzz/fuzz_parse.py; it was a 500)
+    from support import REPO, XML
+    raw = (REPO / "tests" / "fuzz" / "corpus" / "regress_cert_subject.xml").read_bytes()
+    # When it is submitted
+    resp = await client.post("/v1/envelopes", data=raw, headers={**auth(MAU_A), **XML})
+    body = await resp.json()
+    # Then it is refused with the signature's code
+    assert (resp.status, body["error"]["code"]) == (422, "signature_invalid"), body
+    assert "unreadable X509Certificate" in body["error"]["message"]
