@@ -174,12 +174,18 @@ class TwoWay:
         """Send again whatever got no answer, then let the readers empty every
         mailbox and the queue reach the peer."""
         self.sending = False
-        for _round in range(3):
+        # Send again until every document has its answer: on a loaded machine a
+        # freshly restarted hub (workers starting) may time a request out at first.
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + timeout
+        while loop.time() < give_up:
             pending = [d for d in self.docs if d.status is None]
             if not pending:
                 break
             for d in pending:
                 await self.submit(client, d)
+            if any(d.status is None for d in self.docs):
+                await asyncio.sleep(0.5)
         unanswered = [(d.kind, d.number, d.error) for d in self.docs if d.status is None]
         assert not unanswered, f"the hub does not answer after the restart: {unanswered[:5]}"
         loop = asyncio.get_running_loop()
