@@ -26,17 +26,26 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-
 from urllib.parse import urlsplit
 
 from bench.common import percentile, read_pool, token_for
 
+#: An idle connection older than this is dropped rather than reused: the hub
+#: closes keep-alive connections after ``idle_timeout`` (30 s by default), and a
+#: request written on one it has just closed would fail for no fault of the hub.
+IDLE_REUSE = 10.0
+
+
+class _Stale(ConnectionError):
+    """A connection the server had closed before it read the request."""
+
 
 class _Connection:
-    __slots__ = ("reader", "writer")
+    __slots__ = ("idle_since", "reader", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
+        self.idle_since = 0.0
 
     def close(self) -> None:
         self.writer.close()
@@ -55,15 +64,43 @@ class Client:
 
     async def request(self, method: str, path: str, headers: bytes,
                       body: bytes = b"") -> tuple[int, bytes]:
-        """One request on an idle connection (or a new one); (status, body)."""
-        conn = self.idle.pop() if self.idle else _Connection(
-            *await asyncio.open_connection(self.host, self.port))
+        """One request on an idle connection (or a new one); (status, body).
+
+        A reused connection that the server had closed (nothing at all comes
+        back) is replaced by a new one and the request written again, once:
+        the server never read it, so this sends nothing twice."""
+        conn = self._idle_connection()
+        if conn is not None:
+            try:
+                return await self._exchange(conn, method, path, headers, body)
+            except _Stale:
+                pass
+        conn = _Connection(*await asyncio.open_connection(self.host, self.port))
+        return await self._exchange(conn, method, path, headers, body)
+
+    def _idle_connection(self) -> _Connection | None:
+        now = time.monotonic()
+        while self.idle:
+            conn = self.idle.pop()
+            if now - conn.idle_since < IDLE_REUSE and not conn.reader.at_eof():
+                return conn
+            conn.close()
+        return None
+
+    async def _exchange(self, conn: _Connection, method: str, path: str, headers: bytes,
+                        body: bytes) -> tuple[int, bytes]:
         try:
             head = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
                     f"Content-Length: {len(body)}\r\n").encode() + headers + b"\r\n"
-            conn.writer.writelines((head, body))
-            await conn.writer.drain()
-            status, _, rest = (await conn.reader.readuntil(b"\r\n\r\n")).partition(b"\r\n")
+            try:
+                conn.writer.writelines((head, body))
+                await conn.writer.drain()
+                first = await conn.reader.readuntil(b"\r\n\r\n")
+            except (ConnectionError, asyncio.IncompleteReadError) as exc:
+                if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
+                    raise
+                raise _Stale() from exc  # not one byte came back: the request was not read
+            status, _, rest = first.partition(b"\r\n")
             code = int(status.split(b" ", 2)[1])
             length, keep = 0, True
             for line in rest.split(b"\r\n"):
@@ -80,6 +117,7 @@ class Client:
             conn.close()
             raise
         if keep:
+            conn.idle_since = time.monotonic()
             self.idle.append(conn)
         else:
             conn.close()
