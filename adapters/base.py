@@ -147,6 +147,12 @@ class Adapter:
     #: When set, documents arriving by this adapter's route (a relay bound to
     #: it) must carry a hop signature by this certificate (a peer hub's).
     hop_certificate: "x509.Certificate | None" = None
+    #: The route leads to another interchange point (a peer hub, the provincial
+    #: platform) that delivers to its own recipients.  What arrives *from* such
+    #: a route is delivered here only to the recipients this hub serves: the
+    #: others were sent their copy by the interchange that sent ours, and
+    #: passing it on again would loop or deliver twice (split horizon).
+    forwards: ClassVar[bool] = False
 
     def __init__(self, name: str, options: Any = None) -> None:
         self.name = name

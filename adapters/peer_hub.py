@@ -65,6 +65,7 @@ class PeerHubOptions:
 
 class PeerHubAdapter(EdxmlHttpAdapter):
     Options = PeerHubOptions  # type: ignore[assignment]
+    forwards = True
 
     def __init__(self, name: str, options: Any = None) -> None:
         super().__init__(name, options)

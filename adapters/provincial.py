@@ -181,6 +181,7 @@ class _StopPoll(Exception):
 
 class ProvincialAdapter(Adapter):
     ingests = True
+    forwards = True
     Options = ProvincialOptions
 
     def __init__(self, name: str, options: Any = None) -> None:

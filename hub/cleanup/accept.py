@@ -36,10 +36,11 @@ from hub.auth import Identity
 from hub.context import HubContext
 from hub.cleanup import business
 from hub.cleanup.cpu import Inspected
-from hub.crypto.signing import verify_hop
-from hub.errors import BackpressureError, ForbiddenError, HubError, ValidationError
+from hub.crypto.signing import relayed_digest, verify_relayed
+from hub.errors import (BackpressureError, ConflictError, ForbiddenError, HubError,
+                        ValidationError)
 from hub.receipts.format import ReceiptLink
-from spool import NewDelivery, NewEnvelope, StatusRecord
+from spool import NewDelivery, NewEnvelope, StatusRecord, StoreResult
 from spool.ids import new_message_id
 from spool.payloads import SpooledBody
 
@@ -58,6 +59,8 @@ class AcceptResult:
     receipt_id: str | None = None
     #: Recipients not in the directory, sent to the upstream route by default.
     upstream: list[str] = dataclasses.field(default_factory=list)
+    #: Recipients left to the interchange that relayed this (split horizon).
+    elsewhere: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         url = (f"/v1/receipts/{self.receipt_id}" if self.receipt_id
@@ -70,6 +73,8 @@ class AcceptResult:
             body["warnings"] = [f"{organ} is not in the directory: sent upstream by default "
                                 f"(unknown_recipient = \"upstream\"); check the OrganId"
                                 for organ in self.upstream]
+        if self.elsewhere:
+            body["elsewhere"] = self.elsewhere
         return body
 
 
@@ -104,15 +109,22 @@ async def _accept(hub: HubContext, raw: "bytes | SpooledBody", identity: Identit
             # Under pressure only new documents are refused: statuses about
             # documents already held, and the hub's own notices, still flow.
             check_backpressure(hub)
-        await _check_hop(hub, identity, raw)
+        relayed = await _check_hop(hub, identity, raw)
         if env.kind == "status":
-            rec = await _status_record(hub, message_id, ins, raw, origin, notice_for)
+            rec = await _status_record(hub, message_id, ins, raw, origin, notice_for, relayed)
         else:
             rec = _edoc_record(hub, message_id, ins, raw, origin)
             await business.apply(hub, rec, env)
             if rec.links:
                 await _link_receipt(hub, rec, ins)
-        result = await hub.spool.store(rec)
+        elsewhere = _split_horizon(hub, identity, rec)
+        try:
+            result = await hub.spool.store(rec)
+        except ConflictError as exc:
+            same = await _same_relayed(hub, relayed, exc) if relayed else None
+            if same is None:
+                raise
+            result = same
     if result.created:
         hub.wake_qmgr(result.recipients + result.added)
         log.info("%s accepted %s from %s (%s) for %s", result.id, env.kind, env.sender,
@@ -123,8 +135,50 @@ async def _accept(hub: HubContext, raw: "bytes | SpooledBody", identity: Identit
     if upstream and result.created:
         log.warning("%s recipients not in the directory, sent upstream by default: %s",
                     result.id, ",".join(upstream))
+    if elsewhere and result.created:
+        log.info("%s arrived by %s: left to it for %s", result.id, identity.route,
+                 ",".join(f"{d['organ']} ({d['route']})" for d in elsewhere))
     return AcceptResult(result.id, result.created, env.kind, env.document_id, result.recipients,
-                        result.receipt_id, upstream)
+                        result.receipt_id, upstream, elsewhere)
+
+
+def _split_horizon(hub: HubContext, identity: Identity, rec: NewEnvelope) -> list[dict[str, str]]:
+    """What arrives from another interchange point (a peer hub, the provincial
+    platform: an adapter that ``forwards``) is delivered only to the recipients
+    this hub serves.  The others routed here to an interchange too: the one that
+    sent this sent them their own copy, and passing ours on would loop back to
+    it or reach them twice.  Returns the recipients left out; refuses
+    ``not_served`` when none is left."""
+    if identity.role != "relay" or identity.route is None:
+        return []
+    arrived = hub.adapters.get(identity.route)
+    if arrived is None or not arrived.forwards:
+        return []
+
+    def forwarded(organ_id: str, route: str) -> bool:
+        if route == identity.route:
+            return True
+        adapter = hub.adapters.get(route)
+        if adapter is not None:
+            return adapter.forwards
+        # A route no instance serves: ours only for the district's own units.
+        organ = hub.directory.get(organ_id)
+        return organ is None or not organ.is_local
+
+    elsewhere = [{"organ": d.recipient, "route": d.route}
+                 for d in [*rec.deliveries, *rec.added_deliveries] if forwarded(d.recipient, d.route)]
+    if not elsewhere:
+        return []
+    rec.deliveries = [d for d in rec.deliveries if not forwarded(d.recipient, d.route)]
+    rec.added_deliveries = [d for d in rec.added_deliveries
+                            if not forwarded(d.recipient, d.route)]
+    if not rec.deliveries and not rec.added_deliveries:
+        raise ValidationError(
+            f"none of the recipients is served by this hub: "
+            f"{', '.join(d['organ'] + ' routes to ' + d['route'] for d in elsewhere)}, "
+            f"another interchange (check the directory of the hub that sent it here)",
+            code="not_served", details={"elsewhere": elsewhere})
+    return elsewhere
 
 
 def rec_unknown(hub: HubContext, rec: NewEnvelope) -> set[str]:
@@ -132,17 +186,40 @@ def rec_unknown(hub: HubContext, rec: NewEnvelope) -> set[str]:
     return {d.recipient for d in rec.deliveries if not hub.directory.knows(d.recipient)}
 
 
-async def _check_hop(hub: HubContext, identity: Identity, raw: "bytes | SpooledBody") -> None:
+async def _check_hop(hub: HubContext, identity: Identity, raw: "bytes | SpooledBody") -> str | None:
     """A relay whose route's adapter names the peer's certificate (a peer hub)
-    must have hop-signed what it relays; checked in a thread (a second parse)."""
+    must have hop-signed what it relays; checked in a thread (a second parse).
+    Returns the document's ``relayed_digest`` (None for anyone else)."""
     if identity.role != "relay" or identity.route is None:
-        return
+        return None
     adapter = hub.adapters.get(identity.route)
     cert = adapter.hop_certificate if adapter is not None else None
     if cert is None:
-        return
+        return None
     source = raw.path if isinstance(raw, SpooledBody) else raw
-    await asyncio.to_thread(verify_hop, source, cert)
+    return await asyncio.to_thread(verify_relayed, source, cert)
+
+
+async def _same_relayed(hub: HubContext, digest: str, exc: ConflictError) -> StoreResult | None:
+    """A peer hub signs every delivery anew, so one document for two of our
+    units, or sent again after a lost answer, comes in different bytes: it is
+    the same message when what its sender made is the same (``relayed_digest``
+    of both); anything else stays ``duplicate_conflict``."""
+    existing = await hub.spool.envelope(str(exc.details.get("existing_id", "")))
+    if existing is None:
+        return None
+    try:
+        stored = await hub.spool.payload(existing["sha256"])
+    except HubError:
+        return None
+    if await asyncio.to_thread(relayed_digest, stored) != digest:
+        return None
+    recipients = [{"organ": d["recipient"], "route": d["route"]}
+                  for d in await hub.spool.deliveries(existing["id"])]
+    receipts = await hub.spool.receipts({"message_id": existing["id"], "event": "accepted",
+                                         "limit": 1})
+    return StoreResult(existing["id"], False, recipients,
+                       receipts[0]["id"] if receipts else None)
 
 
 def check_backpressure(hub: HubContext) -> None:
@@ -196,7 +273,10 @@ async def _link_receipt(hub: HubContext, rec: NewEnvelope, ins: Inspected) -> No
 
 
 async def _status_record(hub: HubContext, message_id: str, ins: Inspected, raw: "bytes | SpooledBody",
-                         origin: str, notice_for: str | None) -> NewEnvelope:
+                         origin: str, notice_for: str | None,
+                         relayed: str | None = None) -> NewEnvelope:
+    """A status is the same message when its bytes are (when a peer hub relayed
+    it, when what its sender made is: ``relayed_digest``)."""
     env = ins.envelope
     rf = env.response_for[0]
     path = "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader/ResponseFor"
@@ -225,7 +305,7 @@ async def _status_record(hub: HubContext, message_id: str, ins: Inspected, raw: 
     deliveries = _deliveries(hub, targets, path=path)
     status = StatusRecord(original["id"], about, env.status_code or "", env.description,
                           env.timestamp.strftime("%Y/%m/%d %H:%M:%S") if env.timestamp else None)
-    return NewEnvelope(message_id, "status", env.sender, f"status:{ins.sha256}",
+    return NewEnvelope(message_id, "status", env.sender, f"status:{relayed or ins.sha256}",
                        rf.document_id, ins.sha256, raw, env.description, None, env.status_code,
                        original["id"], ins.signature, origin, deliveries, status, ins.receipt,
                        irregularities=[i.to_dict() for i in env.irregularities])

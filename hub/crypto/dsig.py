@@ -256,6 +256,13 @@ _SIG_HASHES: dict[str, type[hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
                "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512": hashes.SHA512}
 
 
+def c14n_sha256(doc: etree._Element) -> str:
+    """Hex SHA-256 of ``doc``'s exclusive c14n (streamed, no copy kept)."""
+    h = hashlib.sha256()
+    _c14n_into(doc, h)
+    return h.hexdigest()
+
+
 class _HashWriter:
     """A file-like object that only hashes: c14n streams into it, no copy is kept."""
 

@@ -53,7 +53,7 @@ from signxml.algorithms import (
     SignatureMethod,
 )
 
-from hub.crypto.dsig import (DS, DS_SIGNATURE, SignatureRefused, write_document,
+from hub.crypto.dsig import (DS, DS_SIGNATURE, SignatureRefused, c14n_sha256, write_document,
                       verify_fast, sign_enveloped)
 from hub.errors import ConfigError, ValidationError
 from hub.crypto.keys import HubKeys, PrivateKey, TrustStore, cert_names, fingerprint
@@ -452,7 +452,51 @@ def verify_hop(raw: bytes | Path, hub_cert: x509.Certificate, *,
 
     Returns True; raises ValidationError ``signature_invalid`` otherwise.
     """
+    _verify_hop(parse_xml(raw), hub_cert, at)
+    return True
+
+
+def verify_relayed(raw: bytes | Path, hub_cert: x509.Certificate, *,
+                   at: dt.datetime | None = None) -> str:
+    """``verify_hop``, then the ``relayed_digest`` of the same parse."""
     root = parse_xml(raw)
+    _verify_hop(root, hub_cert, at)
+    return _relayed_digest(root)
+
+
+def relayed_digest(raw: bytes | Path) -> str:
+    """The document as its sender made it, whatever hubs relayed it since: hex
+    SHA-256 of its exclusive c14n with every hop signature and every
+    TraceHeader removed.
+
+    Two copies of one document that came by different deliveries (a relaying
+    hub signs each delivery anew, at its own time) differ only there; the
+    receiving hub takes them as the same message by this digest where their
+    bytes differ.  Anything else that differs (a word of the text, a
+    recipient, an attachment, the sender's signature) gives another digest."""
+    return _relayed_digest(parse_xml(raw))
+
+
+def _relayed_digest(root: etree._Element) -> str:
+    try:
+        inv = _inventory(root)
+    except SignatureRefused:
+        inv = None
+    doomed = list(inv.hops) if inv is not None else []
+    doomed += root.iter(q("TraceHeader"))
+    for el in doomed:
+        parent = el.getparent()
+        if parent is not None:
+            el.tail = None
+            parent.remove(el)
+    for trace_list in list(root.iter(q("TraceHeaderList"))):  # one a hop created
+        if not len(trace_list) and not (trace_list.text or "").strip():
+            trace_list.getparent().remove(trace_list)  # type: ignore[union-attr]
+    return c14n_sha256(root)
+
+
+def _verify_hop(root: etree._Element, hub_cert: x509.Certificate,
+                at: dt.datetime | None) -> None:
     try:
         inv = _inventory(root)
         if not inv.hops:
@@ -469,4 +513,3 @@ def verify_hop(raw: bytes | Path, hub_cert: x509.Certificate, *,
     except SignatureRefused as exc:
         raise ValidationError(f"hop signature refused: {exc}", code="signature_invalid",
                               details={"reason": str(exc)}) from None
-    return True

@@ -7,6 +7,7 @@ and that a peer down for a while loses nothing.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -254,3 +255,63 @@ async def test_two_districts_exchange_documents_both_ways_and_statuses_come_back
 
 def hub_id_of(hub) -> str:
     return LUCYEN_HUB if "lucyen" in str(hub.data) else VANYEN_HUB
+
+
+async def test_one_document_for_two_units_of_a_peer_and_the_sender_reaches_each_once(tmp_path):
+    """A peer hub hop-signs every delivery anew, so Lục Yên receives one document
+    for two of its units in two different byte strings (and would again after a
+    lost answer): the same message.  And Lục Yên delivers only to its own units:
+    the sender's other recipients (its own district, the province) were sent
+    their copies by Văn Yên, and passing them on would loop or reach them twice."""
+    import aiohttp
+    from support import VP_UBND
+    minh_xuan = "000.02.44.H63"
+    a, b = _two_hubs(tmp_path)
+    with a, b:
+        async with aiohttp.ClientSession() as http:
+            async def call(hub, method, path, organ, role="agency", raw=None):
+                headers = {"Authorization": f"Bearer {hub.mint(organ, role)}", **XML}
+                async with http.request(method, f"{hub.url}{path}", data=raw,
+                                        headers=headers) as r:
+                    return r.status, await r.json()
+
+            async def inbox(hub, organ, n):
+                _, body = await call(hub, "GET", "/v1/inbox", organ)
+                return body["items"] if len(body["items"]) >= n else None
+
+            # Given: Mậu A sends one document to two units of Lục Yên, one of its own
+            # district and a provincial department
+            code, sent = await call(a, "POST", "/v1/envelopes", MAU_A,
+                                    raw=samples.edoc(MAU_A, [YEN_THE, minh_xuan, VP_UBND,
+                                                             SO_NOIVU], 71))
+            assert code == 202, sent
+            # Then: both deliveries to the peer hub succeed (the second is the same message)
+            async def peer_settled():
+                _, view = await call(a, "GET", f"/v1/envelopes/{sent['id']}", MAU_A)
+                got = {d["recipient"]: d["state"] for d in view["deliveries"]
+                       if d["route"] == "peer.lucyen"}
+                return got if all(s in ("delivered", "failed") for s in got.values()) else None
+            assert await eventually(peer_settled, timeout=30) == {YEN_THE: "delivered",
+                                                                 minh_xuan: "delivered"}
+            # and each Lục Yên unit has it once
+            for unit in (YEN_THE, minh_xuan):
+                [item] = await eventually(lambda u=unit: inbox(b, u, 1), timeout=30)
+                assert item["document_id"] == sent["document_id"]
+            # and Lục Yên holds one message, delivered only to its own units
+            _, held = await call(b, "GET", "/v1/queue?limit=100", LUCYEN_HUB, "operator")
+            rows = [(d["recipient"], d["route"]) for d in held["items"]
+                    if d["document_id"] == sent["document_id"]]
+            assert sorted(rows) == sorted([(YEN_THE, "mailbox"), (minh_xuan, "mailbox")]), held
+            assert len({d["message_id"] for d in held["items"]
+                        if d["document_id"] == sent["document_id"]}) == 1
+            # When: the sender recalls it (status 13 to every recipient, twice to Lục Yên)
+            code, recall = await call(a, "POST", "/v1/envelopes", MAU_A,
+                                      raw=samples.status(MAU_A, MAU_A, sent["document_id"], "13"))
+            assert code == 202, recall
+            # Then: each Lục Yên unit is told once
+            for unit in (YEN_THE, minh_xuan):
+                items = await eventually(lambda u=unit: inbox(b, u, 2), timeout=30)
+                assert [i["kind"] for i in items] == ["edoc", "status"]
+            await asyncio.sleep(1.0)  # a second copy would have arrived by now
+            for unit in (YEN_THE, minh_xuan):
+                assert len(await inbox(b, unit, 0)) == 2

@@ -10,6 +10,7 @@ and the hub's inboxes, so that nothing is lost and nothing arrives twice.
 """
 from __future__ import annotations
 
+import dataclasses
 import stat
 from collections.abc import AsyncIterator
 from typing import Any
@@ -435,6 +436,32 @@ async def test_refused_documents_are_confirmed_fail_and_counted(platform, scene)
     assert {(e.detail["code"], e.detail["route"]) for e in refused} == \
         {("route_not_allowed", "provincial"), ("unknown_document", "provincial")}
     assert s.hub_mailbox("edoc") == [] and s.hub_mailbox("status") == []
+
+
+async def test_what_the_platform_brings_is_delivered_only_to_the_districts_own_units(
+        platform, scene):
+    s = await scene(platform)
+    yen_the = "000.01.44.H63"   # a commune of Lục Yên: the platform sends Lục Yên its own copy
+    # Given: a document for the peer district's commune alone, in this hub's mailbox
+    # because the platform's directory had that commune under the wrong system
+    ours = platform.state.systems[HUB_SYSTEM]
+    platform.state.systems[HUB_SYSTEM] = dataclasses.replace(ours, organs=ours.organs | {yen_the})
+    theirs = platform.inject(samples.edoc(SO_NOIVU, [yen_the], 186))
+    platform.state.systems[HUB_SYSTEM] = ours
+    # and, once it is put right, a department's document for a commune of this
+    # district and one of the peer district
+    platform.add_system("sys.lucyen", "lucyen-secret", [yen_the])
+    both = await s.dept.send_edoc(samples.edoc(SO_NOIVU, [MAU_A, yen_the], 185), SO_NOIVU)
+    # Then: the first reaches Mậu A and is not passed on to Lục Yên (split horizon)
+    await eventually(lambda: s.confirmed(both) == 1 and s.confirmed(theirs, "fail") == 1)
+    [item] = await s.inbox(MAU_A)
+    held = await s.hub.spool.deliveries(item["id"])
+    assert [(d["recipient"], d["route"]) for d in held] == [(MAU_A, "mailbox")]
+    # and the second is refused: nothing of it is this hub's to deliver
+    refused = await s.hub.spool.events(0, 100, kinds=["refused"])
+    assert [e.detail["code"] for e in refused] == ["not_served"]
+    assert "000.01.44.H63 routes to peer.lucyen" in refused[0].detail["message"]
+    assert len(platform.state.mailbox("sys.lucyen", "edoc")) == 1   # Lục Yên's own copy
 
 
 async def test_backpressure_leaves_documents_on_the_platform_until_it_clears(platform, scene):

@@ -35,7 +35,9 @@ from hub.crypto.signing import (
     parse_xml,
     sign_envelope,
     sign_hop,
+    relayed_digest,
     verify_hop,
+    verify_relayed,
     verify_sender,
 )
 
@@ -450,6 +452,26 @@ def test_hop_creates_a_trace_list_when_missing(mau_a: HubKeys, hub_keys: HubKeys
     # an unsigned document relayed: the hop still verifies, the sender is unsigned
     bare = sign_hop(make_edoc(trace=False), hub_id=HUB, keys=hub_keys, now=NOW)
     assert verify(bare, trust, "verify_if_present").result == "unsigned"
+
+
+def test_relayed_digest_is_the_senders_document_whatever_the_hops(
+        signed: bytes, hub_keys: HubKeys, peer_keys: HubKeys) -> None:
+    # Given: one document hop-signed for two deliveries, at two times, and relayed twice
+    first = sign_hop(signed, hub_id=HUB, keys=hub_keys, now=NOW)
+    second = sign_hop(signed, hub_id=HUB, keys=hub_keys, now=NOW + dt.timedelta(minutes=5))
+    twice = sign_hop(first, hub_id=PEER, keys=peer_keys, now=NOW)
+    assert len({first, second, twice, signed}) == 4
+    # Then: one digest, the original's; verify_relayed gives it too
+    digests = {relayed_digest(raw) for raw in (first, second, twice, signed)}
+    assert digests == {relayed_digest(signed)}
+    assert verify_relayed(second, hub_keys.cert) == relayed_digest(signed)
+    # and what its sender made, changed anywhere, is another document
+    other = sign_hop(signed.replace("tháng 5".encode(), "tháng 9".encode()), hub_id=HUB,
+                     keys=hub_keys, now=NOW)
+    assert relayed_digest(other) != relayed_digest(signed)
+    unsigned = parse_xml(signed)
+    header_of(unsigned).remove(header_of(unsigned).find(DS_SIGNATURE))
+    assert relayed_digest(etree.tostring(unsigned)) != relayed_digest(signed)
 
 
 def test_verify_hop_refuses_tampering_and_the_wrong_hub(signed: bytes, hub_keys: HubKeys,
