@@ -212,6 +212,13 @@ PARAMS: tuple[Param, ...] = (
           "average; more are answered 429 rate_limited with Retry-After. 0: no limit."),
     Param("rate_limit_identity_burst", 400, int,
           "Requests one identity may make at once above its rate (the token bucket's size)."),
+    Param("rate_limit_per_relay", 1000.0, float,
+          "Requests per second one relay identity (a peer hub, a gateway: role relay) may make "
+          "on average, in place of rate_limit_per_identity: a relay carries the traffic of "
+          "every organisation its route speaks for. Its address's limit still applies. "
+          "0: no limit."),
+    Param("rate_limit_relay_burst", 2000, int,
+          "Requests one relay identity may make at once above its rate."),
     Param("rate_limit_per_address", 1000.0, float,
           "Requests per second one client address may make on average, with or without a valid "
           "token; checked before anything else. 0: no limit."),

@@ -2,7 +2,8 @@
 
 Where it sits: in front of every route.  The address's bucket is taken in
 ``ratelimit_middleware``, before the token is even read; the identity's
-(organisation and role) in ``hub.api.base.identity``, right after the token
+(organisation and role; a relay identity has a limit of its own,
+``rate_limit_per_relay``) in ``hub.api.base.identity``, right after the token
 is verified and before any body is read or parsed.  So a flood costs the hub
 one dictionary lookup per request, not a parse, a signature check or an
 audit entry.
@@ -65,12 +66,15 @@ class TokenBucket:
 
 
 class Limits:
-    """The app's two limits."""
+    """The app's limits: per address, per identity, and per relay identity."""
 
     def __init__(self, settings: Settings) -> None:
         self.address = TokenBucket(settings.rate_limit_per_address, settings.rate_limit_address_burst)
         self.identity = TokenBucket(settings.rate_limit_per_identity,
                                     settings.rate_limit_identity_burst)
+        #: A relay (a peer hub, the platform's gateway) speaks for a whole
+        #: district or province: one agency's limit would cap the pair of hubs.
+        self.relay = TokenBucket(settings.rate_limit_per_relay, settings.rate_limit_relay_burst)
 
     @staticmethod
     def check(bucket: TokenBucket, key: Any, what: str) -> None:
@@ -97,4 +101,7 @@ async def ratelimit_middleware(request: web.Request, handler: Callable[[web.Requ
 def check_identity(request: web.Request, organ: str, role: str) -> None:
     limits = request.app.get(LIMITS)
     if limits is not None:
-        limits.check(limits.identity, (organ, role), "identity")
+        if role == "relay":
+            limits.check(limits.relay, organ, "relay identity")
+        else:
+            limits.check(limits.identity, (organ, role), "identity")

@@ -353,6 +353,26 @@ def test_a_flood_from_one_identity_is_limited_and_barely_touches_another(served)
     assert sum(s["count"] for s in summaries) + 5 == codes[403], (summaries, codes)
 
 
+def test_a_relay_identity_has_its_own_limit_not_one_agencys(served):
+    # Given: an agency limit of 10 at once, and a relay limit well above it
+    hub = served('rate_limit_per_identity = 1\nrate_limit_identity_burst = 10\n'
+                 'rate_limit_per_relay = 1\nrate_limit_relay_burst = 60\n'
+                 'rate_limit_per_address = 0\n')
+    # the provincial platform's relay (it speaks for the departments, not for Mậu A)
+    relay = hub.mint("000.00.00.H63", "relay", route="provincial")
+    agency = hub.mint(AN_BINH)
+    forged = samples.edoc(MAU_A, [VP_UBND], 6)   # a cheap refusal for both
+    # When: each sends 40 at once
+    relay_codes = [hub.call("POST", "/v1/envelopes", relay, forged)[0] for _ in range(40)]
+    agency_codes = [hub.call("POST", "/v1/envelopes", agency, forged)[0] for _ in range(40)]
+    # Then: the relay is refused on the merits, the agency is limited after its 10
+    assert set(relay_codes) == {403}, relay_codes
+    assert agency_codes.count(403) <= 12 and agency_codes.count(429) >= 28, agency_codes
+    # and the relay's own limit holds too: past its burst of 60, it is 429
+    more = [hub.call("POST", "/v1/envelopes", relay, forged)[0] for _ in range(40)]
+    assert more.count(429) >= 15, more
+
+
 # -- 13: the data directory is private ------------------------------------------------
 
 def test_everything_under_the_data_directory_is_private(served):
