@@ -155,7 +155,8 @@ PARAMS: tuple[Param, ...] = (
     Param("hub_pkcs12_file", "", str, "Alternatively, key and certificate in one PKCS#12 file."),
     Param("trust_ca_file", "", str,
           "CA (PEM) that issues organisations' signing certificates, for directory entries that "
-          "pin no certificate of their own."),
+          "pin no certificate of their own, and for the organisations of a [[rule]]'s code "
+          "space when the rule names no ca of its own."),
     Param("dev_keys", True, _bool,
           "With no hub key configured, generate a development CA, hub key and one key per "
           "organisation under data_dir/keys on first start (`lienthong keys init` does it by hand)."),

@@ -136,6 +136,11 @@ class Rule:
     pattern: str
     route: str
     index: int
+    #: The CA that issues the signing certificates of this code space's units
+    #: (a peer district's, or the government CA): a signed document of a unit
+    #: known only by this rule is verified against it.  Without it, against
+    #: ``trust_ca_file`` if set; otherwise such a signature cannot be checked.
+    ca: str | None = None
 
     @property
     def specificity(self) -> int:
@@ -169,8 +174,9 @@ class Route:
         if self.organ is not None:
             return f"{organ_id} -> {self.name}: its own entry ({self.organ.name})"
         if self.rule is not None:
+            trust = f"; signatures checked against the CA {self.rule.ca}" if self.rule.ca else ""
             return (f"{organ_id} -> {self.name}: rule {self.rule.pattern!r} "
-                    f"([[rule]] {self.rule.index})")
+                    f"([[rule]] {self.rule.index}){trust}")
         return f"{organ_id} -> {self.name}: not in the directory, sent upstream"
 
 
@@ -367,9 +373,16 @@ class Directory:
 
 def _rule_from_entry(entry: Any, index: int, path: Path) -> Rule:
     where = f"{path}: [[rule]] {index}"
-    if not isinstance(entry, dict) or set(entry) != {"pattern", "route"}:
-        raise ConfigError(f"{where}: a rule has exactly the keys pattern and route",
+    if not isinstance(entry, dict) or not {"pattern", "route"} <= set(entry) <= {
+            "pattern", "route", "ca"}:
+        raise ConfigError(f"{where}: a rule has the keys pattern and route, and may have ca",
                           details={"path": str(path), "index": index})
+    ca = entry.get("ca")
+    if ca is not None:
+        if not isinstance(ca, str) or not ca:
+            raise ConfigError(f"{where}: ca must be the path of a PEM certificate",
+                              details={"path": str(path), "index": index})
+        ca = str(path.parent / ca)  # relative to the directory file, as an entry's
     pattern, route = entry["pattern"], entry["route"]
     if not isinstance(pattern, str) or not _PATTERN.match(pattern):
         raise ConfigError(f"{where}: pattern {pattern!r} must be an OrganId whose groups may be "
@@ -379,7 +392,7 @@ def _rule_from_entry(entry: Any, index: int, path: Path) -> Rule:
         raise ConfigError(f"{where}: route {route!r} is not a usable route for a rule (the "
                           f"district's own units are listed one by one)",
                           details={"path": str(path), "index": index})
-    return Rule(pattern, route, index)
+    return Rule(pattern, route, index, ca)
 
 
 def load_directory(settings: "Settings") -> Directory:

@@ -165,8 +165,10 @@ def _split_horizon(hub: HubContext, identity: Identity, rec: NewEnvelope) -> lis
         organ = hub.directory.get(organ_id)
         return organ is None or not organ.is_local
 
-    elsewhere = [{"organ": d.recipient, "route": d.route}
-                 for d in [*rec.deliveries, *rec.added_deliveries] if forwarded(d.recipient, d.route)]
+    elsewhere = [{"organ": d.recipient, "route": d.route} for d in rec.deliveries
+                 if forwarded(d.recipient, d.route)]
+    elsewhere += [{"organ": d.recipient, "route": d.route} for d in rec.added_deliveries
+                  if forwarded(d.recipient, d.route)]
     if not elsewhere:
         return []
     rec.deliveries = [d for d in rec.deliveries if not forwarded(d.recipient, d.route)]

@@ -23,13 +23,15 @@ takes milliseconds instead of seconds.  Verification accepts RSA and EC alike.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -339,15 +341,22 @@ class TrustEntry:
 class TrustStore:
     """OrganId → pinned certificate or issuing CA; certificates parsed at build."""
 
-    def __init__(self, entries: dict[str, TrustEntry]) -> None:
+    def __init__(self, entries: dict[str, TrustEntry],
+                 spaces: Sequence[tuple[Any, TrustEntry]] = ()) -> None:
         self._entries = entries
+        #: (rule, entry) for whole code spaces, most specific first: the trust of
+        #: an organisation not listed but inside a ``[[rule]]``'s pattern.
+        self._spaces = list(spaces)
         # (organ id, leaf DER) → (valid from, valid until) of the verified chain
         self._chain_ok: dict[tuple[str, bytes], tuple[dt.datetime, dt.datetime]] = {}
 
     @classmethod
     def build(cls, entries: Iterable[tuple[str, Path | str | None, Path | str | None]], *,
-              dev_keys_dir: Path | None = None, default_ca: Path | None = None) -> TrustStore:
-        """Build from ``(organ_id, cert_path, ca_path)`` rows; raises ConfigError."""
+              dev_keys_dir: Path | None = None, default_ca: Path | None = None,
+              rules: Iterable[Any] = ()) -> TrustStore:
+        """Build from ``(organ_id, cert_path, ca_path)`` rows and the directory's
+        pattern ``rules`` (most specific first; each with ``matches`` and ``ca``);
+        raises ConfigError."""
         cache: dict[Path, x509.Certificate] = {}
 
         def load(path: Path | str) -> x509.Certificate:
@@ -373,7 +382,14 @@ class TrustStore:
             elif dev_cert is not None and dev_cert.exists():
                 table[organ_id] = TrustEntry(organ_id, pinned=load(dev_cert),
                                              source=f"dev pin {dev_cert}")
-        return cls(table)
+        spaces = []
+        for rule in rules:
+            ca_path = rule.ca or default_ca
+            if ca_path:
+                ca = load(ca_path)
+                spaces.append((rule, TrustEntry(rule.pattern, ca=ca, store=xv.Store([ca]),
+                                                source=f"CA {ca_path} (rule {rule.pattern})")))
+        return cls(table, spaces)
 
     def __contains__(self, organ_id: object) -> bool:
         return organ_id in self._entries
@@ -382,7 +398,15 @@ class TrustStore:
         return len(self._entries)
 
     def entry(self, organ_id: str) -> TrustEntry | None:
-        return self._entries.get(organ_id)
+        """How ``organ_id``'s signer is recognised: its own entry, else the CA of
+        the most specific rule whose code space holds it."""
+        found = self._entries.get(organ_id)
+        if found is not None or not self._spaces:
+            return found
+        for rule, space in self._spaces:
+            if rule.matches(organ_id):
+                return dataclasses.replace(space, organ_id=organ_id)
+        return None
 
     def cert_for(self, organ_id: str) -> x509.Certificate | None:
         """The pinned certificate of ``organ_id``; None when trust is by CA or absent."""
@@ -400,7 +424,7 @@ class TrustStore:
                        at: dt.datetime | None = None) -> str | None:
         """Why ``cert`` may not sign for ``organ_id``, or None when it may."""
         at = at or _utcnow()
-        entry = self._entries.get(organ_id)
+        entry = self.entry(organ_id)
         if entry is None:
             return f"no certificate or CA is known for {organ_id}"
         if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:

@@ -42,7 +42,8 @@ def load_crypto(settings: Settings, directory: Directory) -> tuple[HubKeys, Trus
     peers = peer_certificates(settings, directory)
     trust = TrustStore.build([(o.id, peers.get(o.id) or o.cert, o.ca) for o in directory],
                              dev_keys_dir=dev_dir,
-                             default_ca=Path(settings.trust_ca_file) if settings.trust_ca_file else None)
+                             default_ca=Path(settings.trust_ca_file) if settings.trust_ca_file else None,
+                             rules=directory.rules)
     return keys, trust
 
 

@@ -315,3 +315,58 @@ async def test_one_document_for_two_units_of_a_peer_and_the_sender_reaches_each_
             await asyncio.sleep(1.0)  # a second copy would have arrived by now
             for unit in (YEN_THE, minh_xuan):
                 assert len(await inbox(b, unit, 0)) == 2
+
+
+def _directory_with_rule_ca(tmp_path, ca_pem: bytes | None):
+    """The bundled directory, Lục Yên's rule given its CA (relative to the file)."""
+    text = (REPO / "conf" / "directory.toml").read_text(encoding="utf-8")
+    rule = 'pattern = "*.*.44.H63"\nroute = "peer.lucyen"\n'
+    assert rule in text
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    if ca_pem is not None:
+        (tmp_path / "lucyen-ca.pem").write_bytes(ca_pem)
+        text = text.replace(rule, rule + 'ca = "lucyen-ca.pem"\n')
+    path = tmp_path / "directory.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+async def test_a_rule_carries_the_trust_of_a_peer_districts_code_space(aiohttp_client,
+                                                                       make_settings, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from hub.crypto.keys import issue_cert, make_ca
+    from hub.crypto.signing import sign_envelope
+    unit = "000.05.44.H63"        # a Lục Yên unit no entry lists: known by its rule alone
+    ca_key, ca = make_ca("CA of Lục Yên")
+    key, cert = issue_cert(ca_key, ca, unit)
+    rogue_key, rogue = issue_cert(*make_ca("someone else"), unit)
+    ca_pem = ca.public_bytes(serialization.Encoding.PEM)
+
+    async def submit(directory, number, signer):
+        client = await aiohttp_client(create_app(make_settings(
+            directory=str(directory), trust_ca_file="", data_dir=str(tmp_path / f"var{number}"))))
+        hub = client.app[HUB]
+        relay = {"Authorization": "Bearer " + hub.tokens.issue(LUCYEN_HUB, "relay",
+                                                               route="peer.lucyen"), **XML}
+        raw = sign_envelope(samples.edoc(unit, [MAU_A], number), *signer)
+        resp = await client.post("/v1/envelopes", data=raw, headers=relay)
+        body = await resp.json()
+        if resp.status != 202:
+            return resp.status, body["error"]
+        admin = {"Authorization": "Bearer " + hub.tokens.issue(hub.hub_id, "admin")}
+        view = await (await client.get(f"/v1/envelopes/{body['id']}", headers=admin)).json()
+        return resp.status, view["signature"]
+
+    # Given: a directory whose rule for Lục Yên names no CA: the signature cannot be checked
+    status, error = await submit(_directory_with_rule_ca(tmp_path / "a", None), 81, (key, cert))
+    assert (status, error["code"]) == (422, "signature_invalid")
+    assert f"no certificate or CA is known for {unit}" in error["message"]
+    # When: the rule names Lục Yên's CA
+    with_ca = _directory_with_rule_ca(tmp_path / "b", ca_pem)
+    status, signature = await submit(with_ca, 82, (key, cert))
+    # Then: the unit's signature is verified against it
+    assert status == 202 and signature["result"] == "valid", signature
+    # and a certificate from any other CA is refused
+    status, error = await submit(with_ca, 83, (rogue_key, rogue))
+    assert (status, error["code"]) == (422, "signature_invalid")
+    assert "does not chain to the CA" in error["message"]

@@ -350,8 +350,9 @@ route = "peer.special"
 @pytest.mark.parametrize("rule,message", [
     ('pattern = "44.H63"\nroute = "peer.x"', "must be an OrganId"),
     ('pattern = "*.*.44.H63"\nroute = "mailbox"', "not a usable route"),
-    ('pattern = "*.*.44.H63"', "exactly the keys"),
-    ('pattern = "*.*.44.H63"\nroute = "peer.x"\ncolour = "red"', "exactly the keys"),
+    ('pattern = "*.*.44.H63"', "the keys pattern and route"),
+    ('pattern = "*.*.44.H63"\nroute = "peer.x"\ncolour = "red"', "the keys pattern and route"),
+    ('pattern = "*.*.44.H63"\nroute = "peer.x"\nca = 5', "ca must be the path"),
 ])
 def test_bad_rules_stop_the_load_with_their_index(tmp_path, rule, message):
     from hub.errors import ConfigError
