@@ -27,8 +27,11 @@ same document.  Each hub keeps its own receipts and audit log.
 
 Options: ``url`` (the peer hub's base URL), ``token`` (the relay token the
 peer issued), ``peer_cert`` (PEM), ``timeout`` (default ``"60s"``),
-``client_cert``/``client_key`` (mutual TLS to a peer that asks for it) and
-``ca_file`` (the CA that issued the peer's TLS certificate).
+``client_cert``/``client_key`` (mutual TLS to a peer that asks for it, in
+place of the token or beside it), ``ca_file`` (the CA that issued the
+peer's TLS certificate) and ``accept_client_cert`` (the peer may come with
+``peer_cert`` as its TLS client certificate instead of a token:
+``hub.api.tls``).
 """
 from __future__ import annotations
 
@@ -50,10 +53,10 @@ from hub.errors import ConfigError
 class PeerHubOptions:
     #: The peer hub's base URL (``http://host:port``).
     url: str
-    #: The relay token the peer issued for this hub.
-    token: Secret
     #: The peer hub's certificate (PEM): its hop signatures are checked against it.
     peer_cert: Path
+    #: The relay token the peer issued for this hub (or mutual TLS: client_cert).
+    token: Secret | None = None
     #: The whole request's time limit.
     timeout: Duration = Duration(60.0)
     #: Mutual TLS: this hub's client certificate and key (PEM), when the peer asks for one.
@@ -61,6 +64,9 @@ class PeerHubOptions:
     client_key: Path | None = None
     #: The CA of the peer's TLS certificate (default: the system's).
     ca_file: Path | None = None
+    #: Incoming: the peer may authenticate by presenting ``peer_cert`` as its TLS
+    #: client certificate instead of a relay token (needs tls_cert_file here).
+    accept_client_cert: bool = False
 
 
 class PeerHubAdapter(EdxmlHttpAdapter):
@@ -78,6 +84,12 @@ class PeerHubAdapter(EdxmlHttpAdapter):
                               f"{self.options.peer_cert}: {exc}", details={"key": "peer_cert"}) from None
         if (self.options.client_cert is None) != (self.options.client_key is None):
             raise ConfigError(f"[adapters.{name}] client_cert and client_key go together",
+                              details={"key": "client_cert"})
+        if not self.options.token and self.options.client_cert is None:
+            raise ConfigError(f"[adapters.{name}] token: the relay token the peer issued, or "
+                              f"client_cert and client_key for mutual TLS", details={"key": "token"})
+        if self.options.client_cert is not None and not self.url.startswith("https:"):
+            raise ConfigError(f"[adapters.{name}] client_cert needs an https:// url",
                               details={"key": "client_cert"})
 
     async def start(self) -> None:

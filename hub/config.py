@@ -98,6 +98,11 @@ class Param:
 
 PARAMS: tuple[Param, ...] = (
     Param("listen", "127.0.0.1:8780", _listen, "HOST:PORT the HTTP API listens on."),
+    Param("tls_cert_file", "", str,
+          "Certificate (PEM, with its chain) for HTTPS on listen; with tls_key_file. Empty: "
+          "plain HTTP (put a TLS reverse proxy in front). Needed for peer hubs that "
+          "authenticate by client certificate (peer_hub accept_client_cert)."),
+    Param("tls_key_file", "", str, "The private key (PEM) of tls_cert_file."),
     Param("data_dir", "var", str, "Runtime data: spool database, payload files, generated keys. "
           "Relative paths are relative to the working directory."),
     Param("directory", "", str, "Directory of organisations (TOML). Empty: the bundled conf/directory.toml."),

@@ -30,8 +30,11 @@ class Served:
     def __init__(self, data: Path | None, *, port: int | None = None, config: str | None = None,
                  log: Path | None = None, cwd: Path = REPO, program: Sequence[str] | None = None,
                  health: str = "/healthz", start_timeout: float = 30.0,
-                 new_session: bool = False) -> None:
+                 new_session: bool = False, scheme: str = "http",
+                 ca_file: Path | None = None) -> None:
         """``data`` None: the command's own default (``cwd``'s data directory);
+        ``scheme`` "https" for a hub with tls_cert_file, whose certificate
+        ``ca_file`` verifies;
         ``config``: hub.toml text, written beside the log and passed with ``-c``;
         ``program``: the command instead of ``python -m hub.cli``;
         ``new_session``: the hub leads a process group of its own (``os.killpg``)."""
@@ -41,6 +44,11 @@ class Served:
         self.health = health
         self.start_timeout = start_timeout
         self.new_session = new_session
+        self.scheme = scheme
+        self._ssl = None
+        if scheme == "https":
+            import ssl
+            self._ssl = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
         where = data.parent if data is not None else cwd
         self.log = log or where / f"serve-{self.port}.log"
         self.config: Path | None = None
@@ -57,7 +65,7 @@ class Served:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     base = url
 
@@ -110,7 +118,8 @@ class Served:
                 raise AssertionError(f"the hub exited during start #{self.starts} (rc={rc}):\n"
                                      f"{self.log_tail()}")
             try:
-                with urllib.request.urlopen(self.url + self.health, timeout=1) as resp:
+                with urllib.request.urlopen(self.url + self.health, timeout=1,
+                                            context=self._ssl) as resp:
                     if resp.status == 200:
                         return
             except OSError:
@@ -200,7 +209,7 @@ class Served:
                                      headers={**self.auth(organ),
                                               "Content-Type": "application/xml"})
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
+            with urllib.request.urlopen(req, timeout=30, context=self._ssl) as resp:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())

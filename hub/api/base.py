@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError, DecompressSizeError
 
 from hub.api.ratelimit import check_identity
+from hub.api.tls import client_cert_identity
 from hub.auth import Identity
 from hub.context import HubContext
 from hub.errors import (BadRequestError, ConflictError, HubError, NotFoundError,
@@ -110,7 +111,10 @@ def hub_of(request: web.Request) -> HubContext:
 
 def identity(request: web.Request, *roles: str) -> Identity:
     """The caller, who must hold one of ``roles`` (admin always may)."""
-    ident = hub_of(request).tokens.from_header(request.headers.get("Authorization"))
+    hub = hub_of(request)
+    header = request.headers.get("Authorization")
+    by_cert = client_cert_identity(hub, request) if header is None else None
+    ident = by_cert or hub.tokens.from_header(header)
     check_identity(request, ident.organ, ident.role)
     if roles:
         ident.require(*roles)

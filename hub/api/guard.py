@@ -197,7 +197,11 @@ async def serve(app: web.Application, settings: Settings,
     runner = GuardedRunner(app, access_log=None, handle_signals=False,
                            keepalive_timeout=float(settings.idle_timeout))
     await runner.setup()
-    site: web.BaseSite = (web.SockSite(runner, sock) if sock is not None
-                          else web.TCPSite(runner, settings.listen_host, settings.listen_port))
+    from hub.api.base import HUB
+    from hub.api.tls import server_context
+    tls = server_context(settings, app.get(HUB))
+    site: web.BaseSite = (web.SockSite(runner, sock, ssl_context=tls) if sock is not None
+                          else web.TCPSite(runner, settings.listen_host, settings.listen_port,
+                                           ssl_context=tls))
     await site.start()
     return runner

@@ -370,3 +370,98 @@ async def test_a_rule_carries_the_trust_of_a_peer_districts_code_space(aiohttp_c
     status, error = await submit(with_ca, 83, (rogue_key, rogue))
     assert (status, error["code"]) == (422, "signature_invalid")
     assert "does not chain to the CA" in error["message"]
+
+
+def _tls_server_cert(tmp_path):
+    """A self-signed TLS certificate for 127.0.0.1 (the listener's, not a signing one)."""
+    import datetime as dt
+    import ipaddress
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(
+                "127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "tls.pem", tmp_path / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+async def test_a_peer_hub_authenticated_by_mutual_tls_instead_of_a_token(aiohttp_client, make_settings,
+                                                                          dev_keys, tmp_path):
+    import ssl
+
+    import aiohttp
+    # Given: Lục Yên's hub on HTTPS, whose adapter for Văn Yên accepts Văn Yên's hub
+    # certificate (the one it hop-signs with) as its TLS client certificate
+    b_data, b_port = tmp_path / "lucyen", free_port()
+    conf = tmp_path / "lucyen.toml"
+    conf.write_text(f'data_dir = "{b_data}"\ndirectory = "{REPO / "examples/lucyen/directory.toml"}"\n')
+    subprocess.run([sys.executable, "-m", "hub.cli", "keys", "init", "-c", str(conf)], cwd=REPO,
+                   check=True, capture_output=True)
+    tls_cert, tls_key = _tls_server_cert(tmp_path)
+    config = (f'tls_cert_file = "{tls_cert}"\ntls_key_file = "{tls_key}"\n'
+              + _peer_config(b_data, b_port, 9, "unused", dev_keys / "hub.pem")
+              + "accept_client_cert = true\n")
+    # and Văn Yên's hub, whose adapter for Lục Yên has no token: its client certificate
+    peer = PeerHubAdapter("peer.lucyen", {
+        "url": f"https://127.0.0.1:{b_port}", "peer_cert": str(b_data / "keys" / "hub.pem"),
+        "client_cert": str(dev_keys / "hub.pem"), "client_key": str(dev_keys / "hub.key"),
+        "ca_file": str(tls_cert)})
+    client = await aiohttp_client(create_app(make_settings(minimal_backoff="1s",
+                                                           maximal_backoff="1s"),
+                                             adapters={"mailbox": MailboxAdapter("mailbox"),
+                                                       "peer.lucyen": peer}))
+    a = client.app[HUB]
+    with Served(b_data, port=b_port, log=tmp_path / "lucyen.log", config=config,
+                scheme="https", ca_file=tls_cert) as b:
+        # When: Mậu A sends a document to Yên Thế
+        resp = await client.post("/v1/envelopes", data=samples.edoc(MAU_A, [YEN_THE], 91),
+                                 headers={"Authorization": f"Bearer {a.tokens.issue(MAU_A)}", **XML})
+        sent = await resp.json()
+
+        async def delivered():
+            [d] = await a.spool.deliveries(sent["id"])
+            return d if d["state"] in ("delivered", "failed") else None
+        d = await eventually(delivered, timeout=30)
+        # Then: it was delivered over mutual TLS, taken in as Văn Yên's relay
+        assert d["state"] == "delivered", d
+        ctx = ssl.create_default_context(cafile=str(tls_cert))
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as http:
+            token = b.mint(YEN_THE, "agency")
+            async with http.get(f"{b.url}/v1/inbox",
+                                headers={"Authorization": f"Bearer {token}"}) as r:
+                [item] = (await r.json())["items"]
+            assert (item["sender"], item["document_id"]) == (MAU_A, sent["document_id"])
+            # and with neither a token nor a client certificate, nothing is accepted
+            async with http.post(f"{b.url}/v1/envelopes", data=samples.edoc(MAU_A, [YEN_THE], 92),
+                                 headers=XML) as r:
+                assert r.status == 401
+        # and a client certificate it does not pin does not even finish the handshake
+        from hub.crypto.keys import issue_cert, make_ca
+        from cryptography.hazmat.primitives import serialization
+        rogue_key, rogue = issue_cert(*make_ca("someone"), VANYEN_HUB)
+        (tmp_path / "rogue.pem").write_bytes(rogue.public_bytes(serialization.Encoding.PEM))
+        (tmp_path / "rogue.key").write_bytes(rogue_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
+        ctx.load_cert_chain(str(tmp_path / "rogue.pem"), str(tmp_path / "rogue.key"))
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as http:
+            try:
+                async with http.post(f"{b.url}/v1/envelopes",
+                                     data=samples.edoc(MAU_A, [YEN_THE], 93), headers=XML) as r:
+                    refused = r.status
+            except aiohttp.ClientError:
+                refused = "handshake"
+        assert refused in ("handshake", 401), refused
