@@ -15,6 +15,14 @@ Strategy
       operation fails alone), and COMMITs once: one fsync for many documents.
       Only then are the callers' futures resolved, so nothing is acknowledged
       before it is durable.
+    * Checkpoints beside the writer: a connection of its own folds the
+      write-ahead log into the database file every ``CHECKPOINT_SECONDS``
+      (PASSIVE, never blocking anyone), and starts the log over (RESTART)
+      once it is ``WAL_RESTART_FRAMES`` long.  Under steady traffic a
+      passive checkpoint never catches the writer up, and SQLite only
+      rewinds a log that was folded completely: the log (and its index,
+      mapped into the hub's memory) would otherwise grow for as long as
+      traffic lasts.
     * Every change appends to ``events`` in the same transaction: a dense,
       hash-chained log (each row carries the hash of the one before).  The
       live tail, the audit log and receipts are all read from it.
@@ -67,6 +75,14 @@ class _Op:
 
 #: How often the checkpointer folds the write-ahead log into the database.
 CHECKPOINT_SECONDS = 0.25
+#: A log this many frames long (64 MiB of pages) is started over: see ``_fold``.
+WAL_RESTART_FRAMES = 16384
+#: SQLite's default page size, which the spool keeps (bytes).
+PAGE = 4096
+#: The longest a restart holds the writer back waiting for a reader (milliseconds).
+RESTART_WAIT_MS = 200
+#: What ``close`` allows the last checkpoint to wait for readers (milliseconds).
+CLOSE_WAIT_MS = 10000
 
 
 class SqliteSpool(QueueMixin, LogMixin, Spool):
@@ -75,6 +91,7 @@ class SqliteSpool(QueueMixin, LogMixin, Spool):
     def __init__(self, data_dir: Path, *, inline_limit: int = 65536,
                  commit_max_wait: float = 0.002, commit_max_batch: int = 256,
                  maximal_lifetime: float = 5 * 86400, node_id: str = "",
+                 wal_restart_frames: int = WAL_RESTART_FRAMES,
                  clock: Callable[[], float] = time.time) -> None:
         self.data_dir = Path(data_dir)
         self.db_path = self.data_dir / "spool.db"
@@ -83,6 +100,7 @@ class SqliteSpool(QueueMixin, LogMixin, Spool):
         self.commit_max_wait = commit_max_wait
         self.commit_max_batch = commit_max_batch
         self.maximal_lifetime = maximal_lifetime
+        self.wal_restart_frames = wal_restart_frames
         self.clock = clock
         self.node_id = node_id or f"{socket.gethostname()}:{self.data_dir.resolve()}"
         self._w: aiosqlite.Connection | None = None
@@ -130,10 +148,14 @@ class SqliteSpool(QueueMixin, LogMixin, Spool):
         # inside the COMMIT that crosses the threshold, and on a large spool
         # it writes pages all over the database file while every accept in
         # that batch waits.  A connection of its own checkpoints instead
-        # (PASSIVE: concurrent with the writer and readers, never blocking).
+        # (PASSIVE: concurrent with the writer and readers, never blocking;
+        # only a long log's restart holds the writer back briefly, ``_fold``).
         await self._w.execute("PRAGMA wal_autocheckpoint=0")
+        # After a restart the writer's next commit cuts a log file that grew
+        # long while a reader held it back down to this size.
+        await self._w.execute(f"PRAGMA journal_size_limit={2 * self.wal_restart_frames * PAGE}")
         self._ck = await aiosqlite.connect(self.db_path, isolation_level=None)
-        await self._ck.execute("PRAGMA busy_timeout=10000")
+        await self._ck.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
         self._ck_task = asyncio.create_task(self._checkpointer(), name="spool-checkpoint")
         self._writer_task = asyncio.create_task(self._writer(), name="spool-writer")
 
@@ -143,7 +165,7 @@ class SqliteSpool(QueueMixin, LogMixin, Spool):
         while True:
             await asyncio.sleep(CHECKPOINT_SECONDS)
             try:
-                await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                await conn._execute(_fold, conn._conn, self.wal_restart_frames)
             except sqlite3.Error as exc:
                 log.warning("spool checkpoint failed (will retry): %s", exc)
 
@@ -157,6 +179,7 @@ class SqliteSpool(QueueMixin, LogMixin, Spool):
             await asyncio.gather(self._ck_task, return_exceptions=True)
             self._ck_task = None
         if self._ck is not None:
+            await self._ck.execute(f"PRAGMA busy_timeout={CLOSE_WAIT_MS}")
             await self._ck.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             await self._ck.close()
             self._ck = None
@@ -562,6 +585,25 @@ class SqliteSpool(QueueMixin, LogMixin, Spool):
 
     async def ping(self) -> None:
         await self._one("SELECT 1")
+
+
+def _fold(conn: sqlite3.Connection, restart_frames: int) -> tuple[int, int, int]:
+    """One checkpoint (in the checkpointer's thread): (busy, log frames, frames folded).
+
+    PASSIVE copies what it can while the writer goes on, so it does the bulk
+    of the work.  It can never fold the frames committed during its own
+    copy, though, and SQLite starts a log over only once every frame in it
+    is folded and no reader still reads from it: under steady traffic that
+    moment never comes.  So a log past ``restart_frames`` gets a RESTART,
+    which holds the writer back while it folds the few frames PASSIVE left
+    and waits (at most the connection's ``busy_timeout``) for readers to
+    leave the log; the writer's next commit then writes from its start.  A
+    restart that found a reader still there (busy) is tried again next time.
+    """
+    busy, frames, folded = _fetch(conn, "PRAGMA wal_checkpoint(PASSIVE)", (), True)
+    if frames >= restart_frames:
+        busy, frames, folded = _fetch(conn, "PRAGMA wal_checkpoint(RESTART)", (), True)
+    return busy, frames, folded
 
 
 def _fetch(conn: sqlite3.Connection, sql: str, params: Sequence[Any], one: bool) -> Any:
