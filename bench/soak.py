@@ -65,6 +65,9 @@ class Soak:
         self.cycles: list[float] = []            #: completion times (monotonic)
         self.latency: list[tuple[float, float]] = []   #: (done at, cycle seconds)
         self.submit_ms: list[tuple[float, float]] = []
+        #: every interval's latencies, for the summary's percentiles over the whole soak
+        self.soak_cycle_s: list[float] = []
+        self.soak_submit_ms: list[float] = []
         self.codes: collections.Counter[str] = collections.Counter()
         self.errors: list[str] = []
         self.sent = 0
@@ -227,6 +230,8 @@ class Soak:
         span = max(1e-9, now - last["at"])
         window = [s for t, s in self.latency if t >= last["at"]]
         submits = [ms for t, ms in self.submit_ms if t >= last["at"]]
+        self.soak_cycle_s.extend(window)
+        self.soak_submit_ms.extend(submits)
         self.latency = [x for x in self.latency if x[0] >= last["at"]]
         self.submit_ms = [x for x in self.submit_ms if x[0] >= last["at"]]
         return emit("soak.interval", {"t": round(now - t0, 1), "warm_up": warming},
@@ -308,6 +313,10 @@ class Soak:
              documents=self.sent - sent0, cycles_completed=cycles, drained=drained,
              statuses_03_all_parts=self.statuses, errors=self.error_count,
              errors_in_capacity_run=errors_before, first_errors=self.errors[:5],
+             submit_p50_ms=round(percentile(self.soak_submit_ms, 50), 1),
+             submit_p99_ms=round(percentile(self.soak_submit_ms, 99), 1),
+             cycle_p50_s=round(percentile(self.soak_cycle_s, 50), 3),
+             cycle_p99_s=round(percentile(self.soak_cycle_s, 99), 3),
              hub_rss_mb={"end_of_warm_up": round(rss_warm / 2**20, 1),
                          "end": round(rss_end / 2**20, 1),
                          "max": round(max(r for _t, r in self.rss) / 2**20, 1)},

@@ -9,6 +9,12 @@ each restart the traffic resumes (more documents are answered 202); at the
 end ``TwoWay.check`` proves nothing acknowledged was lost, nothing reached a
 mailbox twice, every push reached the peer at least once (which can
 deduplicate by ``X-Lienthong-Message-Id``), and the audit chain verifies.
+
+CI kills three times.  ``make soak`` runs the same test longer, through the
+environment: ``FAULT_KILLS`` (kills, 3), ``FAULT_KILL_EVERY`` (the range the
+seconds of traffic before each kill are drawn from, ``1.0,2.5``) and
+``FAULT_MIN_DOCUMENTS`` (documents, statuses not counted, that must have
+been accepted before the traffic stops, 0); ``FAULT_SEED`` picks the instants.
 """
 from __future__ import annotations
 
@@ -26,8 +32,19 @@ from traffic import Client
 
 pytestmark = pytest.mark.slow
 
-KILLS = 3
-RUN_BEFORE_KILL = (1.0, 2.5)   #: seconds of traffic before each kill, drawn at random
+
+def _seconds_range(text: str) -> tuple[float, float]:
+    low, _, high = text.partition(",")
+    return float(low), float(high or low)
+
+
+KILLS = int(os.environ.get("FAULT_KILLS", "3"))
+#: seconds of traffic before each kill, drawn at random
+RUN_BEFORE_KILL = _seconds_range(os.environ.get("FAULT_KILL_EVERY", "1.0,2.5"))
+#: documents accepted (answered 202) before the traffic stops
+MIN_DOCUMENTS = int(os.environ.get("FAULT_MIN_DOCUMENTS", "0"))
+#: traffic that accepted nothing for this long has stalled: fail rather than wait
+STALLED = 60.0
 
 
 async def test_sigkill_at_random_instants_during_two_way_traffic(tmp_path, peer):
@@ -53,11 +70,15 @@ async def test_sigkill_at_random_instants_during_two_way_traffic(tmp_path, peer)
                     await asyncio.to_thread(server.kill)  # reap it
                     resumed.append(traffic.accepted_202 - before)
                     await server.start_async()
-                # after the last restart the traffic goes on for a while, then settles
+                # after the last restart the traffic goes on for a while (and until
+                # enough documents were accepted), then settles
                 before = traffic.accepted_202
                 await asyncio.sleep(RUN_BEFORE_KILL[0])
+                await enough_documents(traffic)
                 resumed.append(traffic.accepted_202 - before)
+                t_settle = time.monotonic()
                 await traffic.settle(client)
+                t_settle = time.monotonic() - t_settle
             finally:
                 traffic.sending = traffic.reading = False
                 await asyncio.gather(*workers, return_exceptions=True)
@@ -69,5 +90,19 @@ async def test_sigkill_at_random_instants_during_two_way_traffic(tmp_path, peer)
         server.close()
     assert figures["statuses"] > 0 and figures["push"] > 0, figures
     assert sum(figures["client_errors"].values()) > 0, "no request died with the hub"
-    print(f"\nsigkill x{KILLS}: {figures}, 202s between kills {resumed}, "
-          f"{len(COMMUNES)}+{len(OFFICES)} units, {time.monotonic() - t0:.1f} s")
+    documents = figures["envelopes"] - figures["statuses"]
+    assert documents >= MIN_DOCUMENTS, f"{documents} documents accepted, not {MIN_DOCUMENTS}"
+    print(f"\nsigkill x{KILLS}: {documents} documents, {figures}, 202s between kills "
+          f"{resumed}, {len(COMMUNES)}+{len(OFFICES)} units, {time.monotonic() - t0:.1f} s "
+          f"({t_settle:.1f} s of them settling)")
+
+
+async def enough_documents(traffic: TwoWay) -> None:
+    """Wait until ``MIN_DOCUMENTS`` documents were answered 202 (the traffic goes on)."""
+    last, since = traffic.documents_202, time.monotonic()
+    while traffic.documents_202 < MIN_DOCUMENTS:
+        await asyncio.sleep(0.5)
+        if traffic.documents_202 > last:
+            last, since = traffic.documents_202, time.monotonic()
+        assert time.monotonic() - since < STALLED, (
+            f"no document accepted for {STALLED:.0f} s, {last} of {MIN_DOCUMENTS}")

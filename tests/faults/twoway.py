@@ -74,6 +74,7 @@ class TwoWay:
         self.again: list[tuple[str, str]] = []        #: listed again after that: a violation
         self.wrong_bytes: list[tuple[str, str]] = []
         self.accepted_202 = 0
+        self.documents_202 = 0                        #: of them documents (not statuses)
         #: delivered, as the hub says, without an ack answered here (yet)
         self.seen_delivered: set[tuple[str, str]] = set()
         self.errors = collections.Counter[str]()
@@ -111,6 +112,7 @@ class TwoWay:
         await client.submit(doc)
         if doc.status == 202:
             self.accepted_202 += 1
+            self.documents_202 += doc.kind == "edoc"
         elif doc.status is None:
             self.errors[doc.error or "?"] += 1
         elif doc.status != 200:
@@ -172,7 +174,8 @@ class TwoWay:
 
     async def settle(self, client: Client, timeout: float = 60.0) -> None:
         """Send again whatever got no answer, then let the readers empty every
-        mailbox and the queue reach the peer."""
+        mailbox and the queue reach the peer: failing when ``timeout`` passes
+        with nothing more arriving (a long run leaves a backlog to work off)."""
         self.sending = False
         # Send again until every document has its answer: on a loaded machine a
         # freshly restarted hub (workers starting) may time a request out at first.
@@ -189,7 +192,7 @@ class TwoWay:
         unanswered = [(d.kind, d.number, d.error) for d in self.docs if d.status is None]
         assert not unanswered, f"the hub does not answer after the restart: {unanswered[:5]}"
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        left, moved = None, loop.time()   #: fewest still missing, and since when
         while True:
             mailbox, push = set(), set()
             for mid, recips in self.expected().items():
@@ -197,20 +200,26 @@ class TwoWay:
                     (push if how == "push" else mailbox).add((organ, mid))
             missing_mail = {(o, m) for o, m in mailbox
                             if (o, m) not in self.acked and (o, m) not in self.seen_delivered}
-            for organ, mid in sorted(missing_mail)[:50]:
-                # an acknowledgement committed just before a kill: its answer was lost,
-                # and the item (rightly) never showed again
-                if await self.state(client, mid, organ) == "delivered":
-                    self.seen_delivered.add((organ, mid))
-                    missing_mail.discard((organ, mid))
+            # Once the readers stop making headway (at once when few are left):
+            # an acknowledgement committed just before a kill lost its answer,
+            # and the item (rightly) never showed again.
+            if len(missing_mail) <= 50 or loop.time() - moved >= 1.0:
+                for organ, mid in sorted(missing_mail)[:50]:
+                    if await self.state(client, mid, organ) == "delivered":
+                        self.seen_delivered.add((organ, mid))
+                        missing_mail.discard((organ, mid))
             missing_push = {m for _o, m in push if m not in self.peer.seen}
             waiting = [d for d in self.docs if d.status is None]
             if not missing_mail and not missing_push and not waiting:
                 return
+            if left is None or len(missing_mail) + len(missing_push) < left:
+                left, moved = len(missing_mail) + len(missing_push), loop.time()
+            deadline = moved + timeout
             for d in waiting:  # a 03 sent by a reader after settle() began
                 await self.submit(client, d)
             assert loop.time() < deadline, (
-                f"after {timeout:.0f} s: {len(missing_mail)} mailbox deliveries not acknowledged "
+                f"{timeout:.0f} s without progress: {len(missing_mail)} mailbox deliveries not "
+                f"acknowledged "
                 f"(e.g. {sorted(missing_mail)[:3]}), {len(missing_push)} never reached the peer")
             await asyncio.sleep(0.1)
 
