@@ -130,6 +130,20 @@ async def test_a_peers_documents_must_carry_its_hop_signature(client, hub):
         del hub.adapters["peer.lucyen"]
 
 
+def _keys_init(conf) -> None:
+    """``lienthong keys init -c conf``: a hub's development keys, made before it runs."""
+    subprocess.run([sys.executable, "-m", "hub.cli", "keys", "init", "-c", str(conf)], cwd=REPO,
+                   check=True, capture_output=True)
+
+
+def _lucyen_with_keys(tmp_path):
+    """Lục Yên's data directory, its keys made (the hub itself not started)."""
+    b_data, conf = tmp_path / "lucyen", tmp_path / "lucyen.toml"
+    conf.write_text(f'data_dir = "{b_data}"\ndirectory = "{REPO / "examples/lucyen/directory.toml"}"\n')
+    _keys_init(conf)
+    return b_data
+
+
 def _peer_config(data, port: int, peer_port: int, token: str, cert) -> str:
     return (f'listen = "127.0.0.1:{port}"\ndata_dir = "{data}"\n'
             f'directory = "{REPO / "examples/lucyen/directory.toml"}"\n'
@@ -140,11 +154,7 @@ def _peer_config(data, port: int, peer_port: int, token: str, cert) -> str:
 async def test_a_peer_down_for_a_while_then_back_loses_nothing(aiohttp_client, make_settings,
                                                                dev_keys, tmp_path):
     # Given: Lục Yên's hub, with its keys made but not running
-    b_data, b_port = tmp_path / "lucyen", free_port()
-    conf = tmp_path / "lucyen.toml"
-    conf.write_text(f'data_dir = "{b_data}"\ndirectory = "{REPO / "examples/lucyen/directory.toml"}"\n')
-    subprocess.run([sys.executable, "-m", "hub.cli", "keys", "init", "-c", str(conf)], cwd=REPO,
-                   check=True, capture_output=True)
+    b_data, b_port = _lucyen_with_keys(tmp_path), free_port()
     for_vanyen = TokenAuthority(load_secret(b_data)).issue(VANYEN_HUB, "relay", route="peer.vanyen")
     # and Văn Yên's hub (the test app), whose peer.lucyen adapter retries every second
     peer = PeerHubAdapter("peer.lucyen", {"url": f"http://127.0.0.1:{b_port}", "token": for_vanyen,
@@ -192,8 +202,7 @@ def _two_hubs(tmp_path):
               f'rate_limit_per_address = 0\n')
     for name, text in (("a", base_a), ("b", base_b)):
         (tmp_path / f"{name}.toml").write_text(text)
-        subprocess.run([sys.executable, "-m", "hub.cli", "keys", "init", "-c",
-                        str(tmp_path / f"{name}.toml")], cwd=REPO, check=True, capture_output=True)
+        _keys_init(tmp_path / f"{name}.toml")
     for_vanyen = TokenAuthority(load_secret(b_data)).issue(VANYEN_HUB, "relay", route="peer.vanyen")
     for_lucyen = TokenAuthority(load_secret(a_data)).issue(LUCYEN_HUB, "relay", route="peer.lucyen")
     conf_a = base_a + (f'[adapters."peer.lucyen"]\nclass = "peer_hub"\n'
@@ -405,11 +414,7 @@ async def test_a_peer_hub_authenticated_by_mutual_tls_instead_of_a_token(aiohttp
     import aiohttp
     # Given: Lục Yên's hub on HTTPS, whose adapter for Văn Yên accepts Văn Yên's hub
     # certificate (the one it hop-signs with) as its TLS client certificate
-    b_data, b_port = tmp_path / "lucyen", free_port()
-    conf = tmp_path / "lucyen.toml"
-    conf.write_text(f'data_dir = "{b_data}"\ndirectory = "{REPO / "examples/lucyen/directory.toml"}"\n')
-    subprocess.run([sys.executable, "-m", "hub.cli", "keys", "init", "-c", str(conf)], cwd=REPO,
-                   check=True, capture_output=True)
+    b_data, b_port = _lucyen_with_keys(tmp_path), free_port()
     tls_cert, tls_key = _tls_server_cert(tmp_path)
     config = (f'tls_cert_file = "{tls_cert}"\ntls_key_file = "{tls_key}"\n'
               + _peer_config(b_data, b_port, 9, "unused", dev_keys / "hub.pem")
