@@ -91,6 +91,7 @@ class SqliteSpool(QueueMixin, LogMixin, Spool):
     def __init__(self, data_dir: Path, *, inline_limit: int = 65536,
                  commit_max_wait: float = 0.002, commit_max_batch: int = 256,
                  maximal_lifetime: float = 5 * 86400, node_id: str = "",
+                 checkpoint_seconds: float = CHECKPOINT_SECONDS,
                  wal_restart_frames: int = WAL_RESTART_FRAMES,
                  clock: Callable[[], float] = time.time) -> None:
         self.data_dir = Path(data_dir)
@@ -100,6 +101,7 @@ class SqliteSpool(QueueMixin, LogMixin, Spool):
         self.commit_max_wait = commit_max_wait
         self.commit_max_batch = commit_max_batch
         self.maximal_lifetime = maximal_lifetime
+        self.checkpoint_seconds = checkpoint_seconds
         self.wal_restart_frames = wal_restart_frames
         self.clock = clock
         self.node_id = node_id or f"{socket.gethostname()}:{self.data_dir.resolve()}"
@@ -163,7 +165,7 @@ class SqliteSpool(QueueMixin, LogMixin, Spool):
         conn = self._ck
         assert conn is not None
         while True:
-            await asyncio.sleep(CHECKPOINT_SECONDS)
+            await asyncio.sleep(self.checkpoint_seconds)
             try:
                 await conn._execute(_fold, conn._conn, self.wal_restart_frames)
             except sqlite3.Error as exc:
